@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export PASSOS_HOME ?= $(CURDIR)/var
+export PREFECT_HOME ?= $(PASSOS_HOME)/prefect
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install run pipeline serve test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install the project
+
+pipeline: install  ## ingest, train, score and monitor (DATA=folder to read another folder)
+	mkdir -p "$(PREFECT_HOME)"
+	$(BIN)/passos run $(if $(DATA),--data-dir "$(DATA)")
+
+run: pipeline  ## the whole pipeline, then serve the API on $(HOST):$(PORT)
+	@if $(BIN)/passos serve --help >/dev/null 2>&1; then $(BIN)/passos serve --host $(HOST) --port $(PORT); fi
+
+test: install  ## lint, then the whole suite with the coverage gate
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest --cov --cov-report=term -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache .coverage* htmlcov

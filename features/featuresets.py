@@ -1,0 +1,206 @@
+"""The model inputs of each task, their contract, and the leakage policy.
+
+One definition, used by training, batch scoring, the warehouse feature views and the API.
+
+Leakage policy (enforced by :func:`check_policy` and by an audit at training time):
+
+* ``current`` (behind *this* year): never ``ian``, ``fase_ideal`` or ``defasagem`` of the year
+  being predicted (``ian`` is a function of ``defasagem``; ``fase`` with ``fase_ideal`` *is* the
+  target), nor ``inde`` and ``pedra`` (they contain ``ian``), ``cg/cf/ct`` (rankings by INDE),
+  the evaluators' recommendations, ``indicado``, ``atingiu_pv`` or ``destaque_*`` (written in
+  the same evaluation). Last year's values (``prev_*``) are allowed: they are known before.
+* ``next_year`` (behind *next* year): everything measured this year is known before next year's
+  evaluation, so this year's ``defasagem``, ``ian`` and ``inde`` are allowed; the recommendations
+  stay out because they are free text written by evaluators, not measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from passos.errors import LeakageError
+
+Task = Literal["current", "next_year"]
+TASKS: tuple[Task, ...] = ("current", "next_year")
+
+GENEROS = ("F", "M")
+INSTITUICOES = ("publica", "privada_bolsa", "privada", "universidade", "concluiu", "outra")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input: its name, kind, documented range and categories."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _indicator(name: str, what: str) -> FeatureSpec:
+    return FeatureSpec(name, "numeric", f"{what} indicator, 0-10", 0.0, 10.0)
+
+
+_BASE: tuple[FeatureSpec, ...] = (
+    FeatureSpec("fase", "numeric", "Level in the programme (ALFA = 0, 1..8, 9 = graduated)", 0, 9),
+    FeatureSpec("idade", "numeric", "Age in years", 4, 40),
+    FeatureSpec("idade_menos_fase", "numeric", "Age minus level (derived; large means older for the level)", -10, 40),
+    FeatureSpec("anos_no_programa", "numeric", "Years since joining the programme (derived)", 0, 30),
+    FeatureSpec("genero", "categorical", "Gender", categories=GENEROS),
+    FeatureSpec("instituicao", "categorical", "School type (collapsed)", categories=INSTITUICOES),
+    _indicator("iaa", "Self-assessment (IAA)"),
+    _indicator("ieg", "Engagement (IEG)"),
+    _indicator("ips", "Psychosocial (IPS)"),
+    _indicator("ipp", "Psycho-pedagogical (IPP)"),
+    _indicator("ida", "Learning (IDA)"),
+    _indicator("ipv", "Turning point (IPV)"),
+    FeatureSpec("mat", "numeric", "Maths grade, 0-10", 0.0, 10.0),
+    FeatureSpec("por", "numeric", "Portuguese grade, 0-10", 0.0, 10.0),
+    FeatureSpec("ing", "numeric", "English grade, 0-10", 0.0, 10.0),
+    FeatureSpec("prev_defasagem", "numeric", "Last year's setback (years; negative = behind)", -10, 10),
+    FeatureSpec("prev_inde", "numeric", "Last year's INDE, 0-10", 0.0, 10.0),
+    FeatureSpec("prev_ida", "numeric", "Last year's IDA, 0-10", 0.0, 10.0),
+)
+
+_THIS_YEAR_OUTCOMES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("defasagem", "numeric", "This year's setback (years; negative = behind)", -10, 10),
+    _indicator("ian", "Level adequacy (IAN)"),
+    FeatureSpec("inde", "numeric", "This year's INDE, 0-10", 0.0, 10.0),
+)
+
+FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
+    "current": _BASE,
+    "next_year": _BASE + _THIS_YEAR_OUTCOMES,
+}
+
+# Columns a task may never use (see the module docstring).
+_ALWAYS_FORBIDDEN = frozenset(
+    {
+        "pedra",
+        "cg",
+        "cf",
+        "ct",
+        "rec_av1",
+        "rec_av2",
+        "rec_av3",
+        "rec_av4",
+        "rec_psicologia",
+        "indicado",
+        "atingiu_pv",
+        "destaque_ieg",
+        "destaque_ida",
+        "destaque_ipv",
+        "target",
+    }
+)
+FORBIDDEN: dict[str, frozenset[str]] = {
+    "current": _ALWAYS_FORBIDDEN | {"ian", "fase_ideal", "defasagem", "inde"},
+    "next_year": _ALWAYS_FORBIDDEN | {"next_defasagem", "next_fase_ideal", "next_ian"},
+}
+
+# Fields of the original design's example payload; accepted by the API for every task.
+LEGACY_PAYLOAD_FIELDS = ("inde", "iaa", "ips", "ipp", "ipv", "fase")
+
+
+def feature_specs(task: str) -> tuple[FeatureSpec, ...]:
+    """The ordered feature contract of a task."""
+    try:
+        return FEATURES[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}") from None
+
+
+def feature_names(task: str) -> list[str]:
+    """The ordered feature names of a task."""
+    return [spec.name for spec in feature_specs(task)]
+
+
+def categorical_indices(task: str) -> list[int]:
+    """Positions of the categorical features in the task's matrix."""
+    return [i for i, spec in enumerate(feature_specs(task)) if spec.kind == "categorical"]
+
+
+def check_policy(task: str, names: Iterable[str]) -> None:
+    """Raise :class:`LeakageError` naming every forbidden column among ``names``."""
+    bad = sorted(set(names) & FORBIDDEN[task])
+    if bad:
+        raise LeakageError(f"task {task!r} may not use {', '.join(bad)} (leakage policy, features/featuresets.py)")
+
+
+def all_api_fields() -> list[str]:
+    """Every field the API accepts: the union of all tasks' features and the legacy payload."""
+    seen: dict[str, None] = {}
+    for task in TASKS:
+        for name in feature_names(task):
+            seen.setdefault(name, None)
+    for name in LEGACY_PAYLOAD_FIELDS:
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+def derive(record: Mapping[str, object], *, year: int | None = None) -> dict[str, object]:
+    """Add the derived features to a record of raw values (returns a new dict).
+
+    ``idade_menos_fase`` needs ``idade`` and ``fase``; ``anos_no_programa`` needs ``year`` and
+    ``ano_ingresso`` (a caller that knows it directly may pass ``anos_no_programa`` itself).
+    """
+    out = dict(record)
+    idade, fase = _num(out.get("idade")), _num(out.get("fase"))
+    if out.get("idade_menos_fase") is None and not (math.isnan(idade) or math.isnan(fase)):
+        out["idade_menos_fase"] = idade - fase
+    ingresso = _num(out.get("ano_ingresso"))
+    if out.get("anos_no_programa") is None and year is not None and not math.isnan(ingresso):
+        out["anos_no_programa"] = max(0.0, year - ingresso)
+    return out
+
+
+def _num(value: object) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def encode(records: Sequence[Mapping[str, object]], task: str) -> np.ndarray:
+    """Turn records (dicts of feature values) into the task's float matrix.
+
+    Missing values become NaN; categoricals become the index of their category (NaN when
+    unknown or missing). Derived features must already be present (see :func:`derive`).
+    """
+    specs = feature_specs(task)
+    matrix = np.full((len(records), len(specs)), np.nan, dtype=np.float64)
+    for j, spec in enumerate(specs):
+        if spec.kind == "categorical":
+            index = {c: float(i) for i, c in enumerate(spec.categories)}
+            for i, record in enumerate(records):
+                value = record.get(spec.name)
+                if value is not None:
+                    matrix[i, j] = index.get(str(value), np.nan)
+        else:
+            for i, record in enumerate(records):
+                matrix[i, j] = _num(record.get(spec.name))
+    return matrix
+
+
+def encode_frame(frame: pd.DataFrame, task: str) -> np.ndarray:
+    """Vectorised :func:`encode` for a DataFrame holding the task's feature columns."""
+    specs = feature_specs(task)
+    columns = []
+    for spec in specs:
+        series = frame[spec.name] if spec.name in frame else pd.Series(np.nan, index=frame.index)
+        if spec.kind == "categorical":
+            codes = pd.Categorical(series.astype("object"), categories=list(spec.categories)).codes
+            columns.append(np.where(codes < 0, np.nan, codes).astype(np.float64))
+        else:
+            columns.append(pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.column_stack(columns) if columns else np.empty((len(frame), 0))

@@ -1,0 +1,343 @@
+"""The model bundle: what is pickled with joblib, loaded by the registry and served by the API.
+
+A bundle holds a fitted scorer (a LightGBM ``Booster``, a :class:`LogisticModel` or a
+:class:`RuleModel`), a monotone :class:`Calibrator` that maps its raw score to a probability of
+risk, and the alert threshold on that probability. The serving path uses numpy and the Booster
+only (no pandas, no scikit-learn), one thread, so one row costs microseconds, not milliseconds.
+
+Raw scores, by kind: LightGBM log-odds; logistic log-odds; rule "years past the rule's cut"
+(positive = the rule fires). Reasons are in the same units: log-odds (LightGBM exact tree SHAP,
+logistic ``coef * standardised value``) or years (rule).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import joblib
+import numpy as np
+
+from passos.errors import ModelInvalidError
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["lightgbm", "logistic", "rule"]
+KINDS: tuple[Kind, ...] = ("lightgbm", "logistic", "rule")
+BUNDLE_FORMAT = 1
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from raw score to probability, evaluated with numpy only.
+
+    ``method="isotonic"``: piecewise-linear through ``(x, y)`` (scikit-learn's
+    ``IsotonicRegression`` thresholds), clipped at both ends. ``method="platt"``:
+    ``1 / (1 + exp(-(a * score + b)))``.
+    """
+
+    method: Literal["isotonic", "platt"]
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float = 1.0
+    b: float = 0.0
+
+    def __call__(self, score: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities in [0, 1] for raw scores."""
+        score = np.asarray(score, dtype=np.float64)
+        if self.method == "isotonic":
+            return np.interp(score, np.asarray(self.x), np.asarray(self.y))
+        return 1.0 / (1.0 + np.exp(-(self.a * score + self.b)))
+
+
+@dataclass
+class LogisticModel:
+    """A fitted logistic regression with its own numpy preprocessing.
+
+    Design columns: each numeric feature (median-imputed) and its missing indicator, one
+    indicator per category of each categorical feature; every design column is then
+    standardised with the training mean and standard deviation, so ``coef * z`` is the
+    column's push on the log-odds relative to the average training student.
+    """
+
+    numeric: list[int]
+    medians: np.ndarray
+    categorical: list[int]
+    categories: list[np.ndarray]
+    owners: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def design(self, X: np.ndarray) -> np.ndarray:
+        """The standardised design matrix of ``X`` (rows x design columns)."""
+        parts: list[np.ndarray] = []
+        if self.numeric:
+            values = X[:, self.numeric]
+            missing = np.isnan(values)
+            parts.append(np.where(missing, self.medians, values))
+            parts.append(missing.astype(np.float64))
+        for column, levels in zip(self.categorical, self.categories, strict=True):
+            parts.append((X[:, [column]] == levels[np.newaxis, :]).astype(np.float64))
+        raw = np.hstack(parts) if parts else np.empty((X.shape[0], 0))
+        return (raw - self.mean) / self.scale
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature log-odds pushes (rows x features), summed over each feature's columns."""
+        pushes = self.design(X) * self.coef
+        owner_matrix = np.zeros((self.owners.size, X.shape[1]))
+        owner_matrix[np.arange(self.owners.size), self.owners] = 1.0
+        return pushes @ owner_matrix
+
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """Log-odds of risk."""
+        return self.design(X) @ self.coef + self.intercept
+
+
+@dataclass
+class RuleModel:
+    """A hand-written rule: the first known feature of a chain decides.
+
+    Each link is ``(feature index, sign, cut)``; the row's score is ``sign * (x - cut)`` for the
+    first link whose feature is known (0.0 when none is), so a positive score means the rule
+    fires ("behind this year" for ``defasagem < 0``: index of ``defasagem``, sign -1, cut 0).
+    """
+
+    links: list[tuple[int, float, float]]
+    shares: list[float] = field(default_factory=list)
+
+    def decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The score of each row and the index of the link that decided it (-1 = none)."""
+        score = np.zeros(X.shape[0])
+        used = np.full(X.shape[0], -1, dtype=np.int64)
+        for position, (column, sign, cut) in enumerate(self.links):
+            free = (used < 0) & ~np.isnan(X[:, column])
+            score[free] = sign * (X[free, column] - cut)
+            used[free] = position
+        return score, used
+
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """Years past the deciding link's cut (positive = the rule fires)."""
+        return self.decide(X)[0]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a bundle depends on, recorded at training time."""
+    import lightgbm
+    import sklearn
+
+    return {
+        "format": str(BUNDLE_FORMAT),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "lightgbm": lightgbm.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+@dataclass
+class ModelBundle:
+    """A fitted, calibrated risk model of one task, with its threshold.
+
+    Attributes:
+        task: ``"current"`` or ``"next_year"``.
+        kind: ``"lightgbm"``, ``"logistic"`` or ``"rule"``.
+        feature_names: the columns ``X`` must have, in order (``features.featuresets``).
+        threshold: alert when the calibrated probability is ``>= threshold``.
+        estimator: ``lightgbm.Booster``, :class:`LogisticModel` or :class:`RuleModel`.
+        calibrator: raw score -> probability.
+        categories: category labels of the categorical features (codes -> labels in reasons).
+        metadata: how it was trained (protocol, years, seed, params, OOF metrics, ...).
+        versions: :func:`library_versions` at training time, checked by :meth:`check_versions`.
+    """
+
+    task: str
+    kind: Kind
+    feature_names: list[str]
+    threshold: float
+    estimator: Any
+    calibrator: Calibrator
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=library_versions)
+
+    def _matrix(self, X: np.ndarray) -> np.ndarray:
+        matrix = np.asarray(X, dtype=np.float64)
+        if matrix.ndim == 1:
+            matrix = matrix.reshape(1, -1)
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"expected a matrix with {len(self.feature_names)} columns "
+                f"({', '.join(self.feature_names)}), got shape {matrix.shape}"
+            )
+        return np.ascontiguousarray(matrix)
+
+    def raw_score(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
+        """The uncalibrated score (see the module docstring for its unit), shape (n,)."""
+        matrix = self._matrix(X)
+        if self.kind == "lightgbm":
+            return np.asarray(self.estimator.predict(matrix, raw_score=True, num_threads=num_threads))
+        return self.estimator.raw_score(matrix)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probability of risk (behind), shape (n,)."""
+        return self.calibrator(self.raw_score(X))
+
+    def predict_label(self, X: np.ndarray) -> np.ndarray:
+        """``predict_proba(X) >= threshold`` as booleans, shape (n,)."""
+        return self.predict_proba(X) >= self.threshold
+
+    def predict_many(
+        self, X: np.ndarray, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: int = 1
+    ) -> np.ndarray:
+        """:meth:`predict_proba` over a large matrix (e.g. memory-mapped) in chunks of rows.
+
+        Chunking bounds the temporary memory (LightGBM and the logistic design matrix allocate
+        per call) while keeping the per-call overhead negligible.
+        """
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        rows = X.shape[0] if X.ndim == 2 else 1
+        out = np.empty(rows, dtype=np.float64)
+        for start in range(0, rows, chunk_rows):
+            chunk = X[start : start + chunk_rows]
+            out[start : start + chunk.shape[0]] = self.calibrator(self.raw_score(chunk, num_threads=num_threads))
+        return out
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature pushes on the raw score, shape (n, n_features); positive raises the risk.
+
+        LightGBM: exact tree SHAP (``pred_contrib``; the expected-value column is dropped).
+        Logistic: ``coef * standardised value`` summed per feature. Rule: the deciding
+        feature gets the row's score, the others 0.
+        """
+        matrix = self._matrix(X)
+        if self.kind == "lightgbm":
+            contrib = np.asarray(self.estimator.predict(matrix, pred_contrib=True, num_threads=1))
+            return contrib[:, :-1]
+        if self.kind == "logistic":
+            return self.estimator.contributions(matrix)
+        score, used = self.estimator.decide(matrix)
+        out = np.zeros_like(matrix)
+        rows = np.flatnonzero(used >= 0)
+        columns = np.asarray([link[0] for link in self.estimator.links], dtype=np.int64)
+        out[rows, columns[used[rows]]] = score[rows]
+        return out
+
+    def reasons(self, X: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
+        """The top features pushing each row's risk UP, largest push first.
+
+        Returns:
+            One list per row of at most ``top`` dicts ``{"feature", "value", "contribution"}``
+            with ``contribution > 0`` (raw-score units); ``value`` is the input value (the
+            category label for categoricals, None when missing).
+        """
+        matrix = self._matrix(X)
+        return self._reasons(matrix, self.contributions(matrix), top)
+
+    def explain(self, X: np.ndarray, top: int = 3) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+        """:meth:`predict_proba` and :meth:`reasons` together (the API's one-row path)."""
+        matrix = self._matrix(X)
+        return self.predict_proba(matrix), self._reasons(matrix, self.contributions(matrix), top)
+
+    def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:
+        out: list[list[dict[str, Any]]] = []
+        for row, pushes in zip(matrix, contrib, strict=True):
+            order = np.argsort(-pushes, kind="stable")[: max(top, 0)]
+            out.append(
+                [
+                    {
+                        "feature": self.feature_names[j],
+                        "value": self._value(j, row[j]),
+                        "contribution": float(pushes[j]),
+                    }
+                    for j in order
+                    if pushes[j] > 0.0
+                ]
+            )
+        return out
+
+    def _value(self, column: int, value: float) -> float | str | None:
+        if np.isnan(value):
+            return None
+        labels = self.categories.get(self.feature_names[column])
+        if labels is not None:
+            code = int(value)
+            return labels[code] if 0 <= code < len(labels) else None
+        return float(value)
+
+    def feature_importance(self) -> dict[str, float]:
+        """Global importance per feature, summing to 1 (0 for all when undefined).
+
+        LightGBM: total gain; logistic: ``|coef|`` summed per feature (columns are
+        standardised, so comparable); rule: share of training rows each link decided.
+        """
+        if self.kind == "lightgbm":
+            weights = np.asarray(self.estimator.feature_importance(importance_type="gain"), dtype=np.float64)
+        elif self.kind == "logistic":
+            weights = np.zeros(len(self.feature_names))
+            np.add.at(weights, self.estimator.owners, np.abs(self.estimator.coef))
+        else:
+            weights = np.zeros(len(self.feature_names))
+            for (column, _, _), share in zip(self.estimator.links, self.estimator.shares, strict=False):
+                weights[column] += share
+        total = float(weights.sum())
+        return {
+            name: (float(w) / total if total > 0 else 0.0)
+            for name, w in zip(self.feature_names, weights, strict=True)
+        }
+
+    def check_versions(self) -> list[str]:
+        """Compare the recorded library versions with this process's.
+
+        Returns:
+            Human-readable notes on minor differences (also logged as warnings).
+
+        Raises:
+            ModelInvalidError: another bundle format, or another major version of numpy or
+                (for LightGBM bundles) lightgbm, which may not read the model the same way.
+        """
+        current = library_versions()
+        notes = []
+        if self.versions.get("format") != current["format"]:
+            raise ModelInvalidError(
+                f"bundle format {self.versions.get('format')!r}, this code reads {current['format']!r}"
+            )
+        majors = ["numpy"] + (["lightgbm"] if self.kind == "lightgbm" else [])
+        for library in ("python", "numpy", "lightgbm", "scikit-learn"):
+            saved, now = self.versions.get(library), current[library]
+            if saved == now:
+                continue
+            if library in majors and (saved or "").split(".")[0] != now.split(".")[0]:
+                raise ModelInvalidError(f"model trained with {library} {saved}, this process has {now}")
+            notes.append(f"{library} {saved} at training, {now} now")
+        for note in notes:
+            logger.warning("model bundle %s/%s: %s", self.task, self.kind, note)
+        return notes
+
+    def save(self, path: Path) -> Path:
+        """Write the bundle with joblib (parent folders created); returns ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ModelBundle:
+        """Read a bundle written by :meth:`save` and check its library versions.
+
+        Raises:
+            ModelInvalidError: the file is not a readable bundle or its versions do not fit.
+        """
+        try:
+            bundle = joblib.load(path)
+        except Exception as exc:  # any unpickling failure means the same thing to the caller
+            raise ModelInvalidError(f"{path}: cannot be loaded as a model bundle ({exc})") from exc
+        if not isinstance(bundle, cls):
+            raise ModelInvalidError(f"{path}: holds {type(bundle).__name__}, not a ModelBundle")
+        bundle.check_versions()
+        return bundle

@@ -1,0 +1,625 @@
+"""Candidates, honest out-of-time evaluation, calibration, threshold choice and the leakage audit.
+
+The procedure for one candidate on a set of training rows (:func:`fit_candidate`):
+
+1. 5-fold ``GroupKFold`` by student (``ra``), so a student's rows of different years never sit
+   on both sides of a fold; out-of-fold (OOF) raw scores for every training row.
+2. A calibrator fitted on the OOF scores (isotonic, or Platt below ``ISOTONIC_MIN_ROWS``).
+3. The threshold: the highest calibrated-probability cut whose OOF recall is at least
+   ``recall_target`` (the programme prefers a false alarm to a missed student).
+4. The final scorer fitted on all training rows; it gets the calibrator and threshold of 2-3.
+
+:func:`train_candidates` runs it on the years before the latest labelled year and evaluates
+on that latest year, which is never used to choose anything (not the rounds, the calibration,
+the threshold, the rule's cut, nor which candidate wins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from features.featuresets import (
+    FORBIDDEN,
+    categorical_indices,
+    check_policy,
+    encode_frame,
+    feature_names,
+    feature_specs,
+)
+from modeling.bundle import KINDS, Calibrator, Kind, LogisticModel, ModelBundle, RuleModel
+from modeling.evaluation import evaluate
+from passos.errors import LeakageError
+from passos.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["out_of_time", "grouped_cv"]
+N_FOLDS = 5
+ISOTONIC_MIN_ROWS = 1000
+MAX_ROUNDS = 300
+EARLY_STOPPING_ROUNDS = 30
+MIN_ROUNDS = 20
+GROUP_COLUMNS = ("genero", "instituicao", "fase")
+# Simpler first: on an exact tie of the selection key the simpler model wins.
+_SIMPLICITY = {"rule": 2, "logistic": 1, "lightgbm": 0}
+# Domain knowledge the data is too small to learn reliably: a lower learning indicator (IDA)
+# or a larger setback (more negative defasagem) can never lower the risk. LightGBM enforces it
+# per row, so the behavioural guarantee "a lower IDA never lowers the score" holds exactly.
+MONOTONE = {"ida": -1, "defasagem": -1, "prev_defasagem": -1}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and test rows (labelled only) and the protocol that produced them."""
+
+    protocol: Protocol
+    train: pd.DataFrame
+    test: pd.DataFrame | None
+    train_years: tuple[int, ...]
+    test_year: int | None
+
+
+@dataclass
+class Predictions:
+    """Held-out labels, calibrated scores and group labels (for the model card)."""
+
+    y_true: np.ndarray
+    y_score: np.ndarray
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class CandidateResult:
+    """One fitted candidate: its bundle, OOF metrics on the train side, held-out metrics."""
+
+    kind: Kind
+    bundle: ModelBundle
+    oof_metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    test_predictions: Predictions
+
+
+@dataclass
+class TrainingResult:
+    """Every candidate of a training run, the protocol and which candidate was chosen."""
+
+    task: str
+    protocol: Protocol
+    train_years: tuple[int, ...]
+    test_year: int | None
+    recall_target: float
+    seed: int
+    candidates: dict[str, CandidateResult]
+    chosen: str
+    selection_rule: str
+    feature_aucs: dict[str, float | None]
+    audit_max_auc: float
+
+    @property
+    def best(self) -> CandidateResult:
+        """The chosen candidate."""
+        return self.candidates[self.chosen]
+
+    def card_metadata(self) -> dict[str, Any]:
+        """The JSON-serialisable facts :func:`modeling.card.write_card` prints."""
+        keep = ("n", "positives", "recall", "precision", "f1", "f2", "roc_auc", "pr_auc", "brier", "threshold")
+        return {
+            "task": self.task,
+            "protocol": self.protocol,
+            "train_years": list(self.train_years),
+            "test_year": self.test_year,
+            "recall_target": self.recall_target,
+            "seed": self.seed,
+            "chosen": self.chosen,
+            "selection_rule": self.selection_rule,
+            "threshold_rule": THRESHOLD_RULE.format(target=self.recall_target),
+            "candidates": {
+                kind: {
+                    "test": {k: result.test_metrics.get(k) for k in keep},
+                    "oof": {k: result.oof_metrics.get(k) for k in keep},
+                    "params": result.bundle.metadata.get("params", {}),
+                }
+                for kind, result in self.candidates.items()
+            },
+            "feature_aucs": self.feature_aucs,
+            "audit_max_auc": self.audit_max_auc,
+            "forbidden": sorted(FORBIDDEN[self.task]),
+        }
+
+
+THRESHOLD_RULE = (
+    "the highest calibrated-probability cut whose out-of-fold recall on the training years "
+    "is at least {target:.2f} (5-fold GroupKFold by student)"
+)
+
+
+def split_out_of_time(frame: pd.DataFrame) -> Split:
+    """Split labelled rows by year: test = the latest year, train = all earlier years.
+
+    With a single labelled year there is no later year to test on: ``protocol="grouped_cv"``,
+    all rows train, and the evaluation uses out-of-fold predictions (GroupKFold by ``ra``).
+
+    Raises:
+        ValueError: no row has a known target.
+    """
+    labelled = frame.loc[frame["target"].notna()].reset_index(drop=True)
+    if labelled.empty:
+        raise ValueError("no row has a known target")
+    years = sorted(int(y) for y in labelled["year"].unique())
+    if len(years) == 1:
+        return Split("grouped_cv", labelled, None, (years[0],), None)
+    test_year = years[-1]
+    is_test = labelled["year"] == test_year
+    return Split(
+        "out_of_time",
+        labelled.loc[~is_test].reset_index(drop=True),
+        labelled.loc[is_test].reset_index(drop=True),
+        tuple(years[:-1]),
+        test_year,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Leakage audit
+
+
+def feature_aucs(
+    frame: pd.DataFrame, task: str, *, columns: Sequence[str] | None = None
+) -> dict[str, float | None]:
+    """Single-feature ROC-AUC of each column against the target, on the frame's labelled rows.
+
+    ``max(auc, 1 - auc)``, rows where the column is missing ignored. Categorical columns (the
+    task's categoricals, or non-numeric columns) are scored by their target rate per category.
+    None when the column is absent or its known rows hold a single class.
+    """
+    labelled = frame.loc[frame["target"].notna()]
+    y = labelled["target"].to_numpy(dtype=np.float64)
+    kinds = {spec.name: spec.kind for spec in feature_specs(task)}
+    out: dict[str, float | None] = {}
+    for name in columns if columns is not None else feature_names(task):
+        if name not in labelled:
+            out[name] = None
+            continue
+        series = labelled[name]
+        categorical = kinds.get(name) == "categorical" or not pd.api.types.is_numeric_dtype(series)
+        known = series.notna().to_numpy()
+        if categorical:
+            rates = pd.Series(y[known]).groupby(series[known].astype(str).to_numpy()).transform("mean")
+            score = rates.to_numpy(dtype=np.float64)
+        else:
+            score = series[known].to_numpy(dtype=np.float64)
+        target = y[known]
+        if target.size == 0 or target.min() == target.max():
+            out[name] = None
+            continue
+        auc = float(roc_auc_score(target, score))
+        out[name] = max(auc, 1.0 - auc)
+    return out
+
+
+def audit_leakage(
+    frame: pd.DataFrame, task: str, *, max_auc: float, columns: Sequence[str] | None = None
+) -> list[tuple[str, float]]:
+    """The columns whose single-feature AUC exceeds ``max_auc``, highest first.
+
+    Args:
+        frame: the training rows (``target`` plus the columns); unlabelled rows are ignored.
+        task: the task whose feature kinds apply.
+        max_auc: a feature alone separating the target better than this is a suspected leak.
+        columns: the columns to check; default the task's features.
+    """
+    aucs = feature_aucs(frame, task, columns=columns)
+    flagged = [(name, auc) for name, auc in aucs.items() if auc is not None and auc > max_auc]
+    return sorted(flagged, key=lambda item: -item[1])
+
+
+def assert_no_leakage(
+    frame: pd.DataFrame, task: str, *, max_auc: float, columns: Sequence[str] | None = None
+) -> dict[str, float | None]:
+    """Enforce the leakage policy and the single-feature AUC audit.
+
+    Returns:
+        Every checked column's single-feature AUC (for the model card).
+
+    Raises:
+        LeakageError: a column is forbidden for the task (``check_policy``), or separates the
+            target alone with an AUC above ``max_auc``; the message names each column and AUC.
+    """
+    names = list(columns) if columns is not None else feature_names(task)
+    check_policy(task, names)
+    aucs = feature_aucs(frame, task, columns=names)
+    flagged = [(name, auc) for name, auc in aucs.items() if auc is not None and auc > max_auc]
+    if flagged:
+        listed = ", ".join(f"{name} (AUC {auc:.3f})" for name, auc in sorted(flagged, key=lambda i: -i[1]))
+        raise LeakageError(
+            f"task {task!r}: {listed} alone separate(s) the target above the audit limit {max_auc:.2f}; "
+            "a feature this strong is almost surely derived from the target"
+        )
+    return aucs
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration and threshold
+
+
+def fit_calibrator(score: np.ndarray, y: np.ndarray, *, isotonic_min_rows: int = ISOTONIC_MIN_ROWS) -> Calibrator:
+    """Fit a monotone map from raw score to probability.
+
+    Isotonic regression with at least ``isotonic_min_rows`` rows (it overfits small samples),
+    Platt scaling (a one-feature logistic regression) below.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if score.size >= isotonic_min_rows:
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, y)
+        return Calibrator(
+            "isotonic",
+            x=tuple(float(v) for v in iso.X_thresholds_),
+            y=tuple(float(v) for v in iso.y_thresholds_),
+        )
+    # Practically unpenalised: one slope and one intercept need no shrinkage.
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(score.reshape(-1, 1), y)
+    return Calibrator("platt", a=float(platt.coef_[0, 0]), b=float(platt.intercept_[0]))
+
+
+def choose_threshold(y: np.ndarray, proba: np.ndarray, recall_target: float) -> float:
+    """The highest cut ``t`` on ``proba`` such that ``recall(proba >= t) >= recall_target``.
+
+    Raises:
+        ValueError: ``y`` has no positive row.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    proba = np.asarray(proba, dtype=np.float64)
+    positives = np.sort(proba[y == 1.0])
+    if positives.size == 0:
+        raise ValueError("cannot choose a threshold without positive rows")
+    cuts = np.unique(proba)
+    recall = (positives.size - np.searchsorted(positives, cuts, side="left")) / positives.size
+    return float(cuts[recall >= recall_target - 1e-12].max())
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates
+
+
+def lightgbm_params(task: str, seed: int) -> dict[str, Any]:
+    """Small-data LightGBM parameters (one thread, deterministic, monotone in :data:`MONOTONE`)."""
+    return {
+        "objective": "binary",
+        "metric": "binary_logloss",
+        "learning_rate": 0.03,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "min_data_per_group": 20,
+        "cat_smooth": 10.0,
+        "monotone_constraints": [MONOTONE.get(name, 0) for name in feature_names(task)],
+        "num_threads": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "seed": seed,
+        "verbose": -1,
+    }
+
+
+def _dataset(X: np.ndarray, y: np.ndarray, task: str) -> lgb.Dataset:
+    return lgb.Dataset(
+        X,
+        label=y,
+        feature_name=feature_names(task),
+        categorical_feature=categorical_indices(task),
+        free_raw_data=False,
+        params={"verbose": -1},
+    )
+
+
+def _lightgbm_oof(
+    X: np.ndarray, y: np.ndarray, task: str, folds: list[tuple[np.ndarray, np.ndarray]], params: dict[str, Any]
+) -> tuple[int, np.ndarray]:
+    """Rounds chosen by grouped-CV early stopping, and the OOF raw scores at those rounds.
+
+    The only tuning: the number of rounds, on the training rows' folds. Reusing the same folds
+    for the OOF scores makes them a shade optimistic, a price paid for one parameter.
+    """
+    result = lgb.cv(
+        params,
+        _dataset(X, y, task),
+        num_boost_round=MAX_ROUNDS,
+        folds=folds,
+        stratified=False,
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+        return_cvbooster=True,
+    )
+    cvbooster = result["cvbooster"]
+    rounds = max(MIN_ROUNDS, int(cvbooster.best_iteration))
+    oof = np.empty(len(y))
+    for booster, (_, held_out) in zip(cvbooster.boosters, folds, strict=True):
+        oof[held_out] = booster.predict(X[held_out], raw_score=True, num_iteration=rounds, num_threads=1)
+    return rounds, oof
+
+
+def _fit_lightgbm(X: np.ndarray, y: np.ndarray, task: str, params: dict[str, Any], rounds: int) -> lgb.Booster:
+    return lgb.train(params, _dataset(X, y, task), num_boost_round=rounds)
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, task: str) -> LogisticModel:
+    specs = feature_specs(task)
+    categorical = categorical_indices(task)
+    numeric = [j for j in range(len(specs)) if j not in categorical]
+    with np.errstate(all="ignore"):
+        medians = np.nanmedian(X[:, numeric], axis=0) if numeric else np.empty(0)
+    medians = np.where(np.isnan(medians), 0.0, medians)
+    levels = [np.arange(len(specs[j].categories), dtype=np.float64) for j in categorical]
+    owners = numeric + numeric + [j for j, lv in zip(categorical, levels, strict=True) for _ in lv]
+    model = LogisticModel(
+        numeric=numeric,
+        medians=medians,
+        categorical=categorical,
+        categories=levels,
+        owners=np.asarray(owners, dtype=np.int64),
+        mean=np.zeros(len(owners)),
+        scale=np.ones(len(owners)),
+        coef=np.zeros(len(owners)),
+        intercept=0.0,
+    )
+    raw = model.design(X)
+    model.mean = raw.mean(axis=0)
+    std = raw.std(axis=0)
+    model.scale = np.where(std > 0, std, 1.0)
+    fitted = LogisticRegression(C=1.0, max_iter=2000).fit(model.design(X), y)
+    model.coef = fitted.coef_[0].astype(np.float64)
+    model.intercept = float(fitted.intercept_[0])
+    return model
+
+
+def _youden_cut(values: np.ndarray, y: np.ndarray) -> float:
+    """The cut ``c`` maximising TPR - FPR of ``values > c`` (smallest on ties)."""
+    known = ~np.isnan(values)
+    values, y = values[known], y[known]
+    positives, negatives = max(1.0, float(y.sum())), max(1.0, float((1 - y).sum()))
+    best_cut, best_j = float(np.median(values)) if values.size else 0.0, -np.inf
+    for cut in np.unique(values):
+        flag = values > cut
+        j = float(y[flag].sum()) / positives - float((1 - y)[flag].sum()) / negatives
+        if j > best_j:
+            best_cut, best_j = float(cut), j
+    return best_cut
+
+
+def _fit_rule(X: np.ndarray, y: np.ndarray, task: str) -> RuleModel:
+    """``next_year``: behind next year if behind this year (``defasagem < 0``); ``current``:
+    behind if behind last year (``prev_defasagem < 0``). Both fall back, when the deciding
+    value is missing, to last year's setback and then to age for the level
+    (``idade_menos_fase`` above a cut chosen on the training rows).
+    """
+    names = feature_names(task)
+    links: list[tuple[int, float, float]] = []
+    if task == "next_year":
+        links.append((names.index("defasagem"), -1.0, 0.0))
+    links.append((names.index("prev_defasagem"), -1.0, 0.0))
+    age = names.index("idade_menos_fase")
+    links.append((age, 1.0, _youden_cut(X[:, age], y)))
+    rule = RuleModel(links=links)
+    _, used = rule.decide(X)
+    rule.shares = [float(np.mean(used == i)) for i in range(len(links))]
+    return rule
+
+
+def _fit_simple(kind: Kind, X: np.ndarray, y: np.ndarray, task: str) -> LogisticModel | RuleModel:
+    return _fit_logistic(X, y, task) if kind == "logistic" else _fit_rule(X, y, task)
+
+
+def _folds(groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError("grouped cross-validation needs at least two students")
+    splitter = GroupKFold(n_splits=min(N_FOLDS, n_groups), shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(groups)), groups=groups))
+
+
+def fit_candidate(
+    kind: Kind, frame: pd.DataFrame, task: str, *, recall_target: float, seed: int
+) -> tuple[ModelBundle, np.ndarray]:
+    """Run the module's procedure (OOF, calibration, threshold, final fit) on labelled rows.
+
+    Args:
+        kind: ``"lightgbm"``, ``"logistic"`` or ``"rule"``.
+        frame: training rows (``ra``, ``year``, ``target`` and the task's features); rows of
+            unknown target are dropped.
+        task: ``"current"`` or ``"next_year"``.
+        recall_target: the OOF recall the threshold must reach.
+        seed: seeds the folds and LightGBM.
+
+    Returns:
+        The bundle and the calibrated OOF probabilities of the labelled rows (in frame order).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown candidate kind {kind!r}; expected one of {', '.join(KINDS)}")
+    check_policy(task, feature_names(task))
+    rows = frame.loc[frame["target"].notna()].reset_index(drop=True)
+    X = encode_frame(rows, task)
+    y = rows["target"].to_numpy(dtype=np.float64)
+    if y.min() == y.max():
+        raise ValueError(f"the training rows of task {task!r} hold a single class ({y[0]:.0f})")
+    folds = _folds(rows["ra"].astype(str).to_numpy(), seed)
+    params: dict[str, Any] = {}
+    if kind == "lightgbm":
+        params = lightgbm_params(task, seed)
+        rounds, oof_raw = _lightgbm_oof(X, y, task, folds, params)
+        estimator: Any = _fit_lightgbm(X, y, task, params, rounds)
+        params = {**params, "num_boost_round": rounds}
+    else:
+        oof_raw = np.empty(len(y))
+        for fit_rows, held_out in folds:
+            oof_raw[held_out] = _fit_simple(kind, X[fit_rows], y[fit_rows], task).raw_score(X[held_out])
+        estimator = _fit_simple(kind, X, y, task)
+        if kind == "rule":
+            params = {"links": [[feature_names(task)[c], s, cut] for c, s, cut in estimator.links]}
+    calibrator = fit_calibrator(oof_raw, y)
+    oof_proba = calibrator(oof_raw)
+    threshold = choose_threshold(y, oof_proba, recall_target)
+    bundle = ModelBundle(
+        task=task,
+        kind=kind,
+        feature_names=feature_names(task),
+        threshold=threshold,
+        estimator=estimator,
+        calibrator=calibrator,
+        categories={s.name: s.categories for s in feature_specs(task) if s.kind == "categorical"},
+        metadata={
+            "train_years": sorted(int(v) for v in rows["year"].unique()),
+            "n_train": len(y),
+            "positives_train": int(y.sum()),
+            "recall_target": recall_target,
+            "seed": seed,
+            "folds": len(folds),
+            "calibration": calibrator.method,
+            "params": params,
+        },
+    )
+    logger.info(
+        "fitted %s for %s on %d rows: threshold %.3f (%s calibration)",
+        kind,
+        task,
+        len(y),
+        threshold,
+        calibrator.method,
+    )
+    return bundle, oof_proba
+
+
+def _groups(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {name: rows[name].to_numpy(dtype=object) for name in GROUP_COLUMNS if name in rows}
+
+
+def _selection_key(metrics: Mapping[str, Any], kind: str) -> tuple[float, float, int]:
+    return (round(metrics.get("f2") or 0.0, 3), round(metrics.get("roc_auc") or 0.0, 3), _SIMPLICITY[kind])
+
+
+def train_candidates(
+    frame: pd.DataFrame,
+    task: str,
+    *,
+    recall_target: float,
+    seed: int,
+    kinds: Sequence[Kind] = KINDS,
+    audit_max_auc: float | None = None,
+    select_on: Literal["oof", "test"] = "oof",
+) -> TrainingResult:
+    """Fit every candidate on the training years, evaluate on the held-out year, choose one.
+
+    Selection rule (``select_on="oof"``, the default): the highest out-of-fold F2 on the
+    training years at each candidate's own threshold, tie-break OOF ROC-AUC, then the simpler
+    model. Every threshold is set for the same OOF recall, so F2 there mostly ranks precision
+    at the recall the programme needs, and F2 weighs recall above precision for what is left.
+    Choosing on the train side keeps the test year untouched: the chosen model's test figure
+    is an honest estimate, not the best of three draws. ``select_on="test"`` applies the same
+    key to the test-year metrics instead (a shade optimistic; for comparison only).
+
+    Args:
+        frame: the feature frame (``ra, year, target`` and the task's features).
+        task: ``"current"`` or ``"next_year"``.
+        recall_target: the OOF recall each candidate's threshold must reach.
+        seed: seeds folds and LightGBM; the same seed gives the same scores.
+        kinds: the candidates to fit.
+        audit_max_auc: the leakage audit's limit; default ``settings.audit_max_auc``.
+        select_on: ``"oof"`` (default) or ``"test"``; see above.
+
+    Raises:
+        LeakageError: a feature breaks the policy or the audit (checked on the training rows).
+    """
+    max_auc = get_settings().audit_max_auc if audit_max_auc is None else audit_max_auc
+    split = split_out_of_time(frame)
+    aucs = assert_no_leakage(split.train, task, max_auc=max_auc)
+    candidates: dict[str, CandidateResult] = {}
+    train_groups = _groups(split.train)
+    y_train = split.train["target"].to_numpy(dtype=np.float64)
+    for kind in kinds:
+        bundle, oof_proba = fit_candidate(kind, split.train, task, recall_target=recall_target, seed=seed)
+        oof_metrics = evaluate(y_train, oof_proba, bundle.threshold, groups=train_groups)
+        if split.test is None:
+            # One labelled year: the OOF predictions are the only held-out ones there are.
+            held_out = Predictions(y_train, oof_proba, train_groups)
+            test_metrics = oof_metrics
+        else:
+            y_test = split.test["target"].to_numpy(dtype=np.float64)
+            proba = bundle.predict_proba(encode_frame(split.test, task))
+            held_out = Predictions(y_test, proba, _groups(split.test))
+            test_metrics = evaluate(y_test, proba, bundle.threshold, groups=held_out.groups)
+        bundle.metadata.update(protocol=split.protocol, test_year=split.test_year, oof_metrics=oof_metrics)
+        candidates[kind] = CandidateResult(kind, bundle, oof_metrics, test_metrics, held_out)
+    source = "oof_metrics" if select_on == "oof" else "test_metrics"
+    chosen = max(candidates, key=lambda k: _selection_key(getattr(candidates[k], source), k))
+    rule = (
+        f"highest {'out-of-fold' if select_on == 'oof' else 'test-year'} F2 at the candidate's "
+        "threshold, tie-break ROC-AUC, then the simpler model"
+    )
+    logger.info(
+        "task %s (%s, train %s, test %s): chose %s; test recall %s, precision %s",
+        task,
+        split.protocol,
+        split.train_years,
+        split.test_year,
+        chosen,
+        candidates[chosen].test_metrics["recall"],
+        candidates[chosen].test_metrics["precision"],
+    )
+    return TrainingResult(
+        task=task,
+        protocol=split.protocol,
+        train_years=split.train_years,
+        test_year=split.test_year,
+        recall_target=recall_target,
+        seed=seed,
+        candidates=candidates,
+        chosen=chosen,
+        selection_rule=rule,
+        feature_aucs=aucs,
+        audit_max_auc=max_auc,
+    )
+
+
+def refit_on_all(
+    source: ModelBundle | CandidateResult,
+    frame: pd.DataFrame,
+    *,
+    recall_target: float,
+    seed: int,
+    audit_max_auc: float | None = None,
+) -> ModelBundle:
+    """The same kind of model, refitted on every labelled year (the served model once accepted).
+
+    The procedure is unchanged (OOF over all years for the calibration and threshold, then a
+    final fit on all rows), so the served threshold still aims at ``recall_target``. The
+    returned bundle has no held-out evaluation of its own: its honest figures are those of the
+    candidate it was refitted from (kept in ``metadata["evaluated_as"]``).
+    """
+    bundle = source.bundle if isinstance(source, CandidateResult) else source
+    max_auc = get_settings().audit_max_auc if audit_max_auc is None else audit_max_auc
+    labelled = frame.loc[frame["target"].notna()].reset_index(drop=True)
+    assert_no_leakage(labelled, bundle.task, max_auc=max_auc)
+    refit, _ = fit_candidate(bundle.kind, labelled, bundle.task, recall_target=recall_target, seed=seed)
+    refit.metadata.update(
+        protocol="refit_all_years",
+        test_year=None,
+        evaluated_as={
+            "protocol": bundle.metadata.get("protocol"),
+            "train_years": bundle.metadata.get("train_years"),
+            "test_year": bundle.metadata.get("test_year"),
+        },
+    )
+    return refit

@@ -1,0 +1,1 @@
+"""Drift monitoring: the Evidently adapter, PSI and the report index."""

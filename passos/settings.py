@@ -1,0 +1,93 @@
+"""The one typed settings object. Nothing else in the project reads ``os.environ``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("current", "next_year")
+
+
+class Settings(BaseSettings):
+    """Settings read from ``PASSOS_*`` environment variables (and ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PASSOS_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=PROJECT_ROOT / "var", description="State root: everything the system writes.")
+    data_dir: Path | None = Field(default=None, description="Where input files are read from.")
+
+    # training and the recall gate
+    gate_min_recall: float = Field(default=0.90, ge=0.0, le=1.0)
+    gate_min_precision: float = Field(default=0.50, ge=0.0, le=1.0)
+    gate_tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="Allowed drop vs champion.")
+    recall_target: float = Field(default=0.90, ge=0.0, le=1.0, description="Recall the threshold aims for.")
+    audit_max_auc: float = Field(default=0.98, ge=0.5, le=1.0, description="Single-feature AUC that flags a leak.")
+    seed: int = 42
+    refit_on_all: bool = True
+
+    # serving
+    api_key: SecretStr | None = None
+    reload_interval_s: float = Field(default=0.5, gt=0.0)
+    batch_max: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    id_salt: SecretStr = SecretStr("passos-magicos")
+    predictions_rotate_bytes: int = Field(default=10_000_000, ge=1024)
+
+    # tracing (Langfuse). The SDK's own variable names, so its docs apply unchanged.
+    langfuse_public_key: str | None = Field(default=None, validation_alias="LANGFUSE_PUBLIC_KEY")
+    langfuse_secret_key: SecretStr | None = Field(default=None, validation_alias="LANGFUSE_SECRET_KEY")
+    langfuse_base_url: str = Field(default="https://cloud.langfuse.com", validation_alias="LANGFUSE_BASE_URL")
+    langfuse_tracing_enabled: bool = Field(default=True, validation_alias="LANGFUSE_TRACING_ENABLED")
+    langfuse_timeout_s: float = Field(default=2.0, gt=0.0, validation_alias="LANGFUSE_TIMEOUT")
+
+    # drift
+    drift_share_threshold: float = Field(default=0.30, ge=0.0, le=1.0)
+    drift_psi_threshold: float = Field(default=0.20, ge=0.0)
+    drift_recall_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    drift_trigger_retrain: bool = False
+
+    # scale-out
+    dask_address: str | None = None
+
+    # warehouse access
+    warehouse_lock_retries: int = Field(default=5, ge=0)
+    warehouse_lock_wait_s: float = Field(default=1.0, ge=0.0)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def parquet_dir(self) -> Path:
+        return self.home / "parquet"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.home / "predictions"
+
+    def resolved_data_dir(self) -> Path:
+        """``PASSOS_DATA_DIR``, else ``data/raw`` when it holds files, else ``../shared/data``."""
+        if self.data_dir is not None:
+            return self.data_dir
+        raw = PROJECT_ROOT / "data" / "raw"
+        if raw.is_dir() and any(raw.iterdir()):
+            return raw
+        return PROJECT_ROOT.parent / "shared" / "data"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,58 @@
+"""Test configuration: an isolated Prefect home and test harness, settings per test, the real data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from passos.settings import PROJECT_ROOT, Settings, get_settings
+
+REAL_DATA = Path(os.environ.get("PASSOS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    prefect_home = tempfile.mkdtemp(prefix="passos-prefect-")
+    os.environ.update(
+        {
+            "PREFECT_HOME": prefect_home,
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+            "PREFECT_LOGGING_TO_API_ENABLED": "false",
+            "LANGFUSE_TRACING_ENABLED": "false",
+        }
+    )
+    os.environ.pop("PASSOS_HOME", None)
+    os.environ.pop("PASSOS_API_KEY", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (a real temporary API server) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose state root is a fresh temporary folder (also seen by ``get_settings()``)."""
+    monkeypatch.setenv("PASSOS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PASSOS_WAREHOUSE_LOCK_WAIT_S", "0.05")
+    monkeypatch.setenv("PASSOS_WAREHOUSE_LOCK_RETRIES", "2")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real PEDE files; tests marked ``data`` skip when they are absent."""
+    if not (REAL_DATA / "pede_2022.csv").exists():
+        pytest.skip(f"real data not found in {REAL_DATA}")
+    return REAL_DATA

@@ -1,0 +1,59 @@
+"""The ingest flow end to end under a real Prefect test harness, and the CLI around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from passos.cli import app
+from passos.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+HEADER = "RA,Fase,Idade,Gênero,IAA,IEG,IPS,IDA,IPV,IAN,Defasagem,Fase Ideal"
+
+
+def test_ingest_flow_reports_bad_files_and_loads_the_rest(
+    prefect_harness: None, settings: Settings, tmp_path: Path
+) -> None:
+    from flows.ingest import ingest_flow
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "pede_2030.csv").write_text(f"{HEADER}\nA,ALFA,8,Menina,8,7,6,5,7,5,-1,ALFA\n", encoding="utf-8")
+    (folder / "pede_2031.csv").write_bytes("RA;Fase\n1;2\n".encode())
+    summary = ingest_flow(sources=[str(folder)])
+    by_source = {r["source"]: r for r in summary}
+    assert by_source["pede_2030.csv"]["status"] == "loaded"
+    assert by_source["pede_2031.csv"]["status"] == "failed"
+    assert "separator" in by_source["pede_2031.csv"]["note"]
+    assert (settings.parquet_dir / "students" / "year=2030").is_dir()
+
+
+def test_cli_ingest_and_sql(prefect_harness: None, settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "pede_2030.csv").write_text(f"{HEADER}\nA,ALFA,8,Menina,8,7,6,5,7,5,-1,ALFA\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", "--source", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "pede_2030.csv" in result.output and "loaded" in result.output
+    result = runner.invoke(app, ["sql", "select ra, fase, genero from students"])
+    assert result.exit_code == 0 and "A" in result.output and "F" in result.output
+    result = runner.invoke(app, ["sql", "select ra from students", "--format", "json"])
+    assert result.output.strip() == '[{"ra":"A"}]'
+    result = runner.invoke(app, ["sql", "select ra from students", "--format", "csv"])
+    assert result.output == "ra\nA\n"
+    result = runner.invoke(app, ["sql", "delete from students"])
+    assert result.exit_code == 2 and "read-only" in result.output.lower()
+    result = runner.invoke(app, ["sql", "select * from nowhere"])
+    assert result.exit_code == 2 and "nowhere" in result.output
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for args in (["--help"], ["ingest", "--help"], ["sql", "--help"], ["run", "--help"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage" in result.output

@@ -1,0 +1,1 @@
+"""DuckDB access: one connection factory, SQL in .sql files, table contracts."""

@@ -1,0 +1,67 @@
+"""The one DuckDB connection factory, with retries while another process holds the file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from passos.errors import WarehouseBusyError
+from passos.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+SCHEMA_FILES = ("schema", "features_current", "features_next_year")
+
+
+def sql(name: str) -> str:
+    """The text of ``warehouse/sql/<name>.sql``."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    text = str(error).lower()
+    return "lock" in text or "conflicting" in text or "already open" in text
+
+
+@contextmanager
+def connect(
+    settings: Settings | None = None, *, read_only: bool = False, path: Path | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (creating it and its schema when writable), closing it afterwards.
+
+    Retries ``warehouse_lock_retries`` times, ``warehouse_lock_wait_s`` apart (doubling), while
+    another process holds the file, then raises :class:`WarehouseBusyError` naming the file.
+    """
+    settings = settings or get_settings()
+    target = path or settings.warehouse_path
+    if read_only and not target.exists():
+        raise FileNotFoundError(f"no warehouse at {target}: run `passos ingest` first")
+    if not read_only:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    wait = settings.warehouse_lock_wait_s
+    for attempt in range(settings.warehouse_lock_retries + 1):
+        try:
+            con = duckdb.connect(str(target), read_only=read_only)
+            break
+        except duckdb.IOException as error:
+            if not _is_lock_error(error):
+                raise
+            if attempt == settings.warehouse_lock_retries:
+                raise WarehouseBusyError(
+                    f"warehouse {target} is locked by another process after {attempt + 1} attempts: {error}"
+                ) from error
+            log.warning("warehouse %s is busy (attempt %d), retrying in %.1fs", target, attempt + 1, wait)
+            time.sleep(wait)
+            wait *= 2
+    try:
+        if not read_only:
+            for name in SCHEMA_FILES:
+                con.execute(sql(name))
+        yield con
+    finally:
+        con.close()
