@@ -54,6 +54,9 @@ _BASE: tuple[FeatureSpec, ...] = (
     FeatureSpec("idade", "numeric", "Age in years", 4, 40),
     FeatureSpec("idade_menos_fase", "numeric", "Age minus level (derived; large means older for the level)", -10, 40),
     FeatureSpec("anos_no_programa", "numeric", "Years since joining the programme (derived)", 0, 30),
+    FeatureSpec("idade_ref", "numeric", "Age on 31 March of the year, from the birth date (derived)", 3, 45),
+    FeatureSpec("fase_esperada", "numeric", "Level expected for the age by the school-grade rule (derived)", 0, 8),
+    FeatureSpec("atraso_esperado", "numeric", "fase minus fase_esperada (derived; negative = below the age's level)", -10, 10),
     FeatureSpec("genero", "categorical", "Gender", categories=GENEROS),
     FeatureSpec("instituicao", "categorical", "School type (collapsed)", categories=INSTITUICOES),
     _indicator("iaa", "Self-assessment (IAA)"),
@@ -71,6 +74,7 @@ _BASE: tuple[FeatureSpec, ...] = (
 )
 
 _THIS_YEAR_OUTCOMES: tuple[FeatureSpec, ...] = (
+    FeatureSpec("folga_proximo_ano", "numeric", "fase + 1 minus the level expected for next year's age (derived)", -10, 10),
     FeatureSpec("defasagem", "numeric", "This year's setback (years; negative = behind)", -10, 10),
     _indicator("ian", "Level adequacy (IAN)"),
     FeatureSpec("inde", "numeric", "This year's INDE, 0-10", 0.0, 10.0),
@@ -146,13 +150,59 @@ def all_api_fields() -> list[str]:
     return list(seen)
 
 
+# Brazilian school grades by age on 31 March (6 → 1º ano), and the programme's level for each
+# grade as the 2023-2024 sheets state it ("ALFA (1° e 2° ano)", "Fase 1 (3° e 4° ano)", ...).
+_LEVEL_BY_GRADE = {1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2, 7: 3, 8: 3, 9: 4, 10: 5, 11: 6, 12: 7}
+
+
+def fase_esperada(idade_ref: float) -> float:
+    """The level expected for a student of this age (``warehouse/sql`` macro ``fase_esperada``)."""
+    if math.isnan(idade_ref):
+        return math.nan
+    grade = math.floor(idade_ref) - 5
+    if grade < 1:
+        return 0.0
+    if grade > 12:
+        return 8.0
+    return float(_LEVEL_BY_GRADE[grade])
+
+
+def idade_ref(record: Mapping[str, object], year: int | None) -> float:
+    """Age on 31 March of ``year``: from ``data_nasc``, else ``ano_nasc``, else ``idade``."""
+    from datetime import date
+
+    born = record.get("data_nasc")
+    if year is not None and born is not None:
+        if isinstance(born, str):
+            born = date.fromisoformat(born[:10])
+        if isinstance(born, date):
+            return (date(year, 3, 31) - born).days / 365.25
+    ano_nasc = _num(record.get("ano_nasc"))
+    if year is not None and not math.isnan(ano_nasc):
+        return year - ano_nasc - 0.25
+    return _num(record.get("idade")) - 0.25
+
+
 def derive(record: Mapping[str, object], *, year: int | None = None) -> dict[str, object]:
     """Add the derived features to a record of raw values (returns a new dict).
 
-    ``idade_menos_fase`` needs ``idade`` and ``fase``; ``anos_no_programa`` needs ``year`` and
-    ``ano_ingresso`` (a caller that knows it directly may pass ``anos_no_programa`` itself).
+    The same definitions as the warehouse views (a data test checks they agree):
+    ``idade_menos_fase`` = idade - fase; ``anos_no_programa`` = year - ano_ingresso (or given);
+    ``idade_ref`` = age on 31 March (:func:`idade_ref`); ``fase_esperada`` and
+    ``atraso_esperado`` = fase - fase_esperada; ``folga_proximo_ano`` = fase + 1 -
+    fase_esperada(idade_ref + 1).
     """
     out = dict(record)
+    if out.get("idade_ref") is None:
+        ref = idade_ref(out, year)
+        out["idade_ref"] = None if math.isnan(ref) else ref
+    ref = _num(out.get("idade_ref"))
+    fase_value = _num(out.get("fase"))
+    if not math.isnan(ref):
+        out["fase_esperada"] = fase_esperada(ref)
+        if not math.isnan(fase_value):
+            out["atraso_esperado"] = fase_value - fase_esperada(ref)
+            out["folga_proximo_ano"] = fase_value + 1 - fase_esperada(ref + 1)
     idade, fase = _num(out.get("idade")), _num(out.get("fase"))
     if out.get("idade_menos_fase") is None and not (math.isnan(idade) or math.isnan(fase)):
         out["idade_menos_fase"] = idade - fase

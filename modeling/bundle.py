@@ -192,9 +192,7 @@ class ModelBundle:
         """``predict_proba(X) >= threshold`` as booleans, shape (n,)."""
         return self.predict_proba(X) >= self.threshold
 
-    def predict_many(
-        self, X: np.ndarray, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: int = 1
-    ) -> np.ndarray:
+    def predict_many(self, X: np.ndarray, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: int = 1) -> np.ndarray:
         """:meth:`predict_proba` over a large matrix (e.g. memory-mapped) in chunks of rows.
 
         Chunking bounds the temporary memory (LightGBM and the logistic design matrix allocate
@@ -246,24 +244,22 @@ class ModelBundle:
         return self.predict_proba(matrix), self._reasons(matrix, self.contributions(matrix), top)
 
     def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:
-        out: list[list[dict[str, Any]]] = []
-        for row, pushes in zip(matrix, contrib, strict=True):
-            order = np.argsort(-pushes, kind="stable")[: max(top, 0)]
-            out.append(
-                [
-                    {
-                        "feature": self.feature_names[j],
-                        "value": self._value(j, row[j]),
-                        "contribution": float(pushes[j]),
-                    }
-                    for j in order
-                    if pushes[j] > 0.0
-                ]
-            )
-        return out
+        # Sorting and gathering for all rows at once; Python only builds the small dicts.
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(top, 0)]
+        pushes = np.take_along_axis(contrib, order, axis=1).tolist()
+        values = np.take_along_axis(matrix, order, axis=1).tolist()
+        names = self.feature_names
+        return [
+            [
+                {"feature": names[j], "value": self._value(j, x), "contribution": c}
+                for j, x, c in zip(columns, row_values, row_pushes, strict=True)
+                if c > 0.0
+            ]
+            for columns, row_values, row_pushes in zip(order.tolist(), values, pushes, strict=True)
+        ]
 
     def _value(self, column: int, value: float) -> float | str | None:
-        if np.isnan(value):
+        if value != value:  # NaN, cheaper than np.isnan on a Python float
             return None
         labels = self.categories.get(self.feature_names[column])
         if labels is not None:
@@ -288,8 +284,7 @@ class ModelBundle:
                 weights[column] += share
         total = float(weights.sum())
         return {
-            name: (float(w) / total if total > 0 else 0.0)
-            for name, w in zip(self.feature_names, weights, strict=True)
+            name: (float(w) / total if total > 0 else 0.0) for name, w in zip(self.feature_names, weights, strict=True)
         }
 
     def check_versions(self) -> list[str]:

@@ -119,17 +119,16 @@ def _markdown(
     lines = [
         f"# Model card: `{task}`, version `{version}`",
         "",
+        *[f"> **Warning**: {note}.\n" for note in metadata.get("warnings", [])],
         "## What the model predicts",
         "",
         TARGETS.get(task, f"Task `{task}`."),
-        "The score is a calibrated probability of being behind; an alert is raised at or above "
-        "the threshold.",
+        "The score is a calibrated probability of being behind; an alert is raised at or above the threshold.",
         "",
         "## Data and protocol",
         "",
         f"- Protocol: **{protocol}**; trained on {train_years}; evaluated on {held_out}.",
-        f"- Held-out rows: {metrics['n']}, of which {metrics['positives']} behind "
-        f"({_fmt(metrics['prevalence'])}).",
+        f"- Held-out rows: {metrics['n']}, of which {metrics['positives']} behind ({_fmt(metrics['prevalence'])}).",
         f"- Chosen model: **{chosen}** ({metadata.get('selection_rule', 'n/a')}).",
         f"- Seed: {metadata.get('seed', 'n/a')}.",
         "",
@@ -224,9 +223,7 @@ def _markdown(
 # Plots
 
 
-def _plot_all(
-    plots: Path, y: np.ndarray, score: np.ndarray, threshold: float, importance: Mapping[str, float]
-) -> None:
+def _plot_all(plots: Path, y: np.ndarray, score: np.ndarray, threshold: float, importance: Mapping[str, float]) -> None:
     # The Agg canvas is bound to each figure, never through pyplot: no global backend switch,
     # no figure registry, safe from any thread and whatever backend the process chose.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -251,9 +248,7 @@ def _plot_all(
         fpr, tpr, _ = roc_curve(y, score)
         axes.plot(fpr, tpr, label="model")
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-        axes.plot(
-            [alert[y == 0].mean()], [alert[y == 1].mean()], "o", color="crimson", label="threshold"
-        )
+        axes.plot([alert[y == 0].mean()], [alert[y == 1].mean()], "o", color="crimson", label="threshold")
         axes.legend(loc="lower right")
     else:
         undefined(axes)

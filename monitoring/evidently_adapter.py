@@ -103,9 +103,7 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], side: str) -> No
         raise ValueError(f"the {side} frame has no rows")
 
 
-def _prepare(
-    frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], side: str
-) -> pd.DataFrame:
+def _prepare(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], side: str) -> pd.DataFrame:
     """The feature columns with numeric ones as float and categorical ones as text (or None)."""
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
     for column in numeric:
@@ -396,9 +394,7 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_report(
-    result: DriftResult, directory: Path, *, meta: Mapping[str, Any] | None = None
-) -> tuple[Path, Path]:
+def write_report(result: DriftResult, directory: Path, *, meta: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.json`` into ``directory`` (created if needed).
 
     Args:
@@ -422,11 +418,9 @@ def write_report(
     html_path = directory / "report.html"
     json_path = directory / "report.json"
     document = _json_safe({**extra, **result.as_json})
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
     _write_atomic(html_path, result.html)
-    _write_atomic(
-        json_path,
-        json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default),
-    )
+    _write_atomic(json_path, text)
     logger.info("drift report written to %s", directory)
     return html_path, json_path
 

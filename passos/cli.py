@@ -89,3 +89,142 @@ def _print_rows(rows: list[dict[str, object]], columns: list[str]) -> None:
     typer.echo("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         typer.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the prediction API with uvicorn (one worker; models hot-reload from the registry)."""
+    import uvicorn
+
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
+    min_recall: Annotated[float | None, typer.Option(help="Override PASSOS_GATE_MIN_RECALL for this run.")] = None,
+) -> None:
+    """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
+    from flows.train import train_flow
+
+    result = train_flow(task=task, min_recall=min_recall)
+    for row in result:
+        verdict = "ACCEPTED" if row["accepted"] else "REJECTED"
+        typer.echo(
+            f"{row['task']}: {row['version']} ({row['kind']}, {row['protocol']}) {verdict}"
+            f" recall={_fmt(row['test_recall'])} precision={_fmt(row['test_precision'])}"
+            f" roc_auc={_fmt(row['test_roc_auc'])} champion={row['champion']}"
+        )
+        for reason in row["reasons"]:
+            typer.echo(f"  - {reason}")
+
+
+@app.command()
+def score(
+    task: Annotated[str, typer.Option(help="current | next_year")] = "current",
+    year: Annotated[int | None, typer.Option(help="Year to score (default: the latest).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the ranked scores to this CSV.")] = None,
+) -> None:
+    """Score one year's students with the task's champion into the `risk_scores` table."""
+    from flows.score import score_flow
+
+    result = score_flow(task=task, year=year, out=str(out) if out else None)
+    typer.echo(json.dumps(result))
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from modeling.registry import Registry
+    from passos.settings import get_settings
+
+    return Registry.from_settings(get_settings())
+
+
+@models_app.command("list")
+def models_list(task: Annotated[str | None, typer.Option(help="Only this task.")] = None) -> None:
+    """Every registered version, newest first, with its gate verdict and test figures."""
+    rows = []
+    for item in _registry().list_versions(task):
+        metrics = item.get("metrics") or {}
+        rows.append(
+            {
+                "task": item["task"],
+                "version": item["version"],
+                "kind": item.get("kind"),
+                "accepted": item.get("accepted"),
+                "champion": "*" if item.get("is_champion") else "",
+                "recall": _fmt(metrics.get("recall")),
+                "precision": _fmt(metrics.get("precision")),
+                "roc_auc": _fmt(metrics.get("roc_auc")),
+                "created_at": item.get("created_at"),
+            }
+        )
+    _print_rows(rows, ["task", "version", "kind", "accepted", "champion", "recall", "precision", "roc_auc", "created_at"])
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="A version id.")]) -> None:
+    """A version's metadata (JSON) and where its model card is."""
+    registry = _registry()
+    try:
+        task = registry.find(version)
+    except Exception as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(registry.metadata(task, version), indent=2, default=str))
+    typer.echo(f"model card: {registry.path(task, version) / 'card.md'}")
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="A version the gate accepted.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by hand",
+) -> None:
+    """Make an accepted version its task's champion (the API follows within seconds)."""
+    from passos.errors import PassosError
+
+    registry = _registry()
+    try:
+        task = registry.find(version)
+        registry.promote(task, version, reason=reason)
+    except PassosError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    _sync_registry_table()
+    typer.echo(f"{task}: champion is now {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(task: Annotated[str, typer.Option(help="current | next_year")] = "current") -> None:
+    """Make the previous champion of a task the champion again."""
+    from passos.errors import PassosError
+
+    try:
+        version = _registry().rollback(task)
+    except PassosError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    _sync_registry_table()
+    typer.echo(f"{task}: champion is now {version}")
+
+
+def _sync_registry_table() -> None:
+    from flows.train import sync_registry_table
+    from passos.settings import get_settings
+
+    sync_registry_table(get_settings())
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -96,7 +96,6 @@ class Tracer:
         self._count_lock = threading.Lock()
         self._closed = False
         self._enabled = bool(public_key) and bool(secret_key) and enabled
-        self._public_key = public_key
         self._client: Langfuse | None = None
         self._provider: TracerProvider | None = None
         self._thread: threading.Thread | None = None

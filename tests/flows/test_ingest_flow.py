@@ -23,7 +23,7 @@ def test_ingest_flow_reports_bad_files_and_loads_the_rest(
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "pede_2030.csv").write_text(f"{HEADER}\nA,ALFA,8,Menina,8,7,6,5,7,5,-1,ALFA\n", encoding="utf-8")
-    (folder / "pede_2031.csv").write_bytes("RA;Fase\n1;2\n".encode())
+    (folder / "pede_2031.csv").write_bytes(b"RA;Fase\n1;2\n")
     summary = ingest_flow(sources=[str(folder)])
     by_source = {r["source"]: r for r in summary}
     assert by_source["pede_2030.csv"]["status"] == "loaded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -128,9 +129,7 @@ def test_performance_uses_only_labelled_rows(labelled: tuple[pd.DataFrame, pd.Da
     reference, current = labelled
     current = current.astype({"y": "float64"})
     current.loc[:99, "y"] = np.nan
-    result = run_drift(
-        reference, current, numeric=NUMERIC, categorical=CATEGORICAL, target="y", prediction="pred"
-    )
+    result = run_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, target="y", prediction="pred")
     kept = current.iloc[100:]
     assert result.performance is not None
     assert result.performance["recall"] == pytest.approx(recall_score(kept["y"].astype(int), kept["pred"]))
@@ -156,6 +155,23 @@ def test_one_class_of_labels_does_not_crash(labelled: tuple[pd.DataFrame, pd.Dat
     assert result.performance is not None
     assert "roc_auc" not in result.performance
     assert result.performance["recall"] == pytest.approx(float((positives["proba"] >= 0.5).mean()))
+
+
+def test_one_class_with_labels_and_probabilities(labelled: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    reference, current = labelled
+    negatives = current[current["y"] == 0]
+    result = run_drift(
+        reference,
+        negatives,
+        numeric=NUMERIC,
+        categorical=CATEGORICAL,
+        target="y",
+        prediction="pred",
+        prediction_proba="proba",
+    )
+    assert result.performance is not None
+    assert "roc_auc" not in result.performance
+    assert result.performance["accuracy"] == pytest.approx(float((negatives["pred"] == 0).mean()))
 
 
 @pytest.mark.parametrize(
@@ -234,9 +250,7 @@ def test_partial_nulls_and_odd_types(reference: pd.DataFrame) -> None:
         (["a", "nope"], [], "no column"),
     ],
 )
-def test_bad_column_lists(
-    reference: pd.DataFrame, numeric: list[str], categorical: list[str], message: str
-) -> None:
+def test_bad_column_lists(reference: pd.DataFrame, numeric: list[str], categorical: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_drift(reference, reference, numeric=numeric, categorical=categorical)
 
@@ -281,7 +295,21 @@ def test_write_report_refuses_reserved_meta(shifted_result: DriftResult, tmp_pat
         write_report(shifted_result, tmp_path, meta={"summary": {}})
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         write_report(shifted_result, tmp_path, meta={"odd": object()})
-    assert not (tmp_path / "report.json").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_write_report_converts_numpy_and_paths(shifted_result: DriftResult, tmp_path: Path) -> None:
+    meta = {"rows": np.int64(3), "source": Path("/data/x.csv"), "psi": float("nan")}
+    _, json_path = write_report(shifted_result, tmp_path, meta=meta)
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    assert (document["rows"], document["source"], document["psi"]) == (3, "/data/x.csv", None)
+
+
+def test_failed_write_leaves_no_temporary_file(shifted_result: DriftResult, tmp_path: Path) -> None:
+    unencodable = dataclasses.replace(shifted_result, html="\udc80")
+    with pytest.raises(UnicodeEncodeError):
+        write_report(unencodable, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_realistic_size_is_fast() -> None:

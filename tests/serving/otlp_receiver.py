@@ -106,8 +106,7 @@ class OtlpReceiver:
         """``http://127.0.0.1:<port>``, the value for ``LANGFUSE_BASE_URL``."""
         if self._server is None:
             raise RuntimeError("the receiver is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def __enter__(self) -> OtlpReceiver:
         self.start()

@@ -166,7 +166,7 @@ def test_other_libraries_spans_never_reach_langfuse(tmp_path: Path) -> None:
 
 
 def test_a_new_tracer_with_the_same_key_after_shutdown_sends_to_its_own_host(tmp_path: Path) -> None:
-    fields = {"LANGFUSE_PUBLIC_KEY": "pk-lf-restart"}
+    fields: dict[str, Any] = {"LANGFUSE_PUBLIC_KEY": "pk-lf-restart"}
     with OtlpReceiver("ok") as first:
         tracer = Tracer.from_settings(make_settings(tmp_path, first.base_url, **fields))
         record_one(tracer, 1)
@@ -244,7 +244,7 @@ def test_bad_arguments_and_records_after_shutdown_are_dropped_not_raised(tmp_pat
 )
 def test_without_both_keys_or_when_disabled_the_tracer_does_nothing(tmp_path: Path, fields: dict[str, Any]) -> None:
     with OtlpReceiver("ok") as receiver:
-        tracer = Tracer.from_settings(Settings(home=tmp_path, LANGFUSE_BASE_URL=receiver.base_url, **fields))
+        tracer = Tracer.from_settings(Settings(home=tmp_path, **{"LANGFUSE_BASE_URL": receiver.base_url, **fields}))
         assert not tracer.enabled
         start = time.perf_counter()
         for i in range(10_000):
@@ -259,7 +259,7 @@ def test_without_both_keys_or_when_disabled_the_tracer_does_nothing(tmp_path: Pa
 
 def test_a_second_live_client_with_the_same_key_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with OtlpReceiver("ok") as receiver:
-        fields = {"LANGFUSE_PUBLIC_KEY": "pk-lf-twice"}
+        fields: dict[str, Any] = {"LANGFUSE_PUBLIC_KEY": "pk-lf-twice"}
         first = Tracer.from_settings(make_settings(tmp_path, receiver.base_url, **fields))
         with caplog.at_level(logging.WARNING, logger="serving.tracing"):
             second = Tracer.from_settings(make_settings(tmp_path, receiver.base_url, **fields))

@@ -106,3 +106,41 @@ create table if not exists risk_scores (
     scored_at timestamp not null,
     primary key (ra, year, task)
 );
+
+-- The online prediction log, loaded from $PASSOS_HOME/predictions/*.jsonl (append-only files).
+create table if not exists predictions (
+    file varchar not null,
+    line integer not null,
+    ts timestamp,
+    request_id varchar,
+    endpoint varchar,
+    task varchar,
+    model_version varchar,
+    latency_ms double,
+    inputs json,
+    risk_score double,
+    risk_label varchar,
+    student_hash varchar,
+    error varchar,
+    primary key (file, line)
+);
+
+create table if not exists drift_reports (
+    run_id varchar primary key,
+    created_at timestamp not null,
+    task varchar not null,
+    model_version varchar,
+    reference varchar not null,
+    "current" varchar not null,
+    reference_rows integer,
+    current_rows integer,
+    share_drifted double,
+    drifted_columns varchar,
+    score_psi double,
+    recall double,
+    "precision" double,
+    roc_auc double,
+    verdict varchar not null,
+    reasons varchar,
+    report_path varchar
+);

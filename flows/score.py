@@ -1,0 +1,68 @@
+"""Batch scoring: one year's students, scored by a task's champion, into ``risk_scores`` (and a CSV)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+
+from modeling.registry import Registry
+from modeling.scoring import score_frame
+from passos.errors import ModelNotFoundError
+from passos.settings import Settings, get_settings
+from warehouse.connection import connect
+
+
+@task
+def read_year(settings: Settings, task_name: str, year: int | None) -> pd.DataFrame:
+    """The task's feature rows of ``year`` (default: the latest year in the warehouse)."""
+    with connect(settings, read_only=True) as con:
+        if year is None:
+            year = con.execute("select max(year) from students").fetchall()[0][0]
+        return con.execute(f"select * from features_{task_name} where year = ?", [year]).df()
+
+
+@task
+def score_task(settings: Settings, task_name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Score with the champion of ``task_name``."""
+    registry = Registry.from_settings(settings)
+    version = registry.champion(task_name)
+    if version is None:
+        raise ModelNotFoundError(f"no champion for task {task_name!r}: run `passos train` first")
+    model, _ = registry.load_checked(task_name, version)
+    return score_frame(model, version, frame, task=task_name)
+
+
+@task(retries=2, retry_delay_seconds=2)
+def write_scores(settings: Settings, scores: pd.DataFrame, out: str | None) -> int:
+    """Replace the scored (year, task) rows of ``risk_scores`` in one transaction; optionally a CSV."""
+    with connect(settings) as con:
+        con.execute("begin transaction")
+        try:
+            for year, task_name in scores[["year", "task"]].drop_duplicates().itertuples(index=False):
+                con.execute("delete from risk_scores where year = ? and task = ?", [int(year), task_name])
+            con.register("incoming", scores)
+            con.execute("insert into risk_scores by name select * from incoming")
+            con.unregister("incoming")
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        scores.to_csv(out, index=False)
+    return len(scores)
+
+
+@flow(name="score")
+def score_flow(task: str = "current", year: int | None = None, out: str | None = None) -> dict[str, Any]:
+    """Score one year's students (default the latest) with ``task``'s champion, ranked by risk."""
+    settings = get_settings()
+    frame = read_year(settings, task, year)
+    scores = score_task(settings, task, frame)
+    n = write_scores(settings, scores, out)
+    high = int((scores["risk_label"] == "high").sum())
+    get_run_logger().info("scored %d students of %s for %s: %d high risk", n, year or "the latest year", task, high)
+    return {"task": task, "year": int(frame["year"].max()) if n else year, "scored": n, "high_risk": high, "out": out}

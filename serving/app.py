@@ -1,0 +1,312 @@
+"""The FastAPI prediction service: ``/predict``, ``/predict/batch``, ``/health``, ``/ready``, ``/model``.
+
+Models are loaded in the lifespan (never at import) and followed by a background reloader;
+tracing and the prediction log are queued off the request path, so a monitoring failure
+never slows or fails a prediction.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, ORJSONResponse
+from pydantic import BaseModel
+
+from features.featuresets import derive, encode, feature_names
+from modeling.registry import Registry
+from passos.settings import Settings, get_settings
+from serving.model_holder import Loaded, ModelHolder
+from serving.prediction_log import PredictionLog, hash_student_id
+from serving.schemas import (
+    BatchPrediction,
+    BatchRequest,
+    ErrorResponse,
+    Prediction,
+    PredictRequest,
+)
+from serving.tracing import Tracer
+
+log = logging.getLogger(__name__)
+NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
+
+
+class Services:
+    """What the routes need, built once per process in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.holder = ModelHolder(Registry.from_settings(settings), interval_s=settings.reload_interval_s)
+        self.prediction_log = PredictionLog.from_settings(settings)
+        self.tracer = Tracer.from_settings(settings)
+        self.salt = settings.id_salt.get_secret_value()
+
+    def close(self) -> None:
+        self.holder.stop()
+        self.tracer.shutdown(timeout=self.settings.langfuse_timeout_s)
+        self.prediction_log.close()
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require_api_key(request: Request, services: ServicesDep) -> None:
+    """When ``PASSOS_API_KEY`` is set, ``X-API-Key`` must match it (constant-time comparison)."""
+    expected = services.settings.api_key
+    if expected is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", headers={"WWW-Authenticate": "ApiKey"})
+
+
+AuthDep = Depends(require_api_key)
+
+
+def predict_rows(loaded: Loaded, students: list[BaseModel]) -> list[dict[str, Any]]:
+    """Score students with one model: risk, label, reasons, and which fields were missing or ignored."""
+    used = feature_names(loaded.task)
+    used_set = set(used)
+    records, sent_names = [], []
+    for student in students:
+        sent = {k: v for k, v in student.__dict__.items() if v is not None and k not in ("task", "student_id")}
+        sent_names.append(sent)
+        records.append(derive(sent, year=sent.get("year")))
+    matrix = encode(records, loaded.task)
+    scores, reasons = loaded.model.explain(matrix)
+    threshold = loaded.threshold
+    out = []
+    for record, sent, score, why in zip(records, sent_names, scores, reasons, strict=True):
+        out.append(
+            {
+                "risk_score": float(score),
+                "risk_label": "high" if score >= threshold else "low",
+                "task": loaded.task,
+                "model_version": loaded.version,
+                "threshold": threshold,
+                "reasons": why,
+                "missing": [name for name in used if record.get(name) is None],
+                "ignored": [name for name in sent if name not in used_set and name not in NOT_FEATURES],
+            }
+        )
+    return out
+
+
+def _model_or_503(services: Services, task: str) -> Loaded:
+    loaded = services.holder.get(task)
+    if loaded is None:
+        problem = services.holder.problems.get(task, "no model loaded")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no {task} model available: {problem}")
+    return loaded
+
+
+def _record(
+    services: Services,
+    endpoint: str,
+    request_id: str,
+    student: BaseModel,
+    result: dict[str, Any] | None,
+    latency_ms: float,
+    task: str,
+    error: str | None = None,
+) -> None:
+    raw_id = getattr(student, "student_id", None)
+    student_hash = hash_student_id(raw_id, services.salt) if raw_id else None
+    inputs = {k: v for k, v in student.__dict__.items() if v is not None and k not in ("student_id", "task")}
+    output = {"risk_score": result["risk_score"], "risk_label": result["risk_label"]} if result else {}
+    version = result["model_version"] if result else None
+    services.prediction_log.append(
+        {
+            "request_id": request_id,
+            "endpoint": endpoint,
+            "task": task,
+            "model_version": version,
+            "latency_ms": latency_ms,
+            "inputs": inputs,
+            **output,
+            "student_hash": student_hash,
+            "error": error,
+        }
+    )
+    services.tracer.record(
+        name=endpoint,
+        request_id=request_id,
+        inputs=inputs,
+        output=output,
+        model_version=version,
+        task=task,
+        latency_ms=latency_ms,
+        error=error,
+        student_hash=student_hash,
+    )
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by header or while streaming."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._too_large(send)
+                return
+        received = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Callable[..., Any]) -> None:
+        body = b'{"detail":"request body over %d bytes","errors":[]}' % self.limit
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service (models load in the lifespan, not here)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        current = settings or get_settings()
+        services = Services(current)
+        services.holder.start()
+        app.state.services = services
+        log.info("service up; ready=%s problems=%s", services.holder.ready(), services.holder.problems)
+        try:
+            yield
+        finally:
+            services.close()
+
+    limit = (settings or get_settings()).max_body_bytes
+    app = FastAPI(
+        title="Passos Mágicos early warning",
+        version="1.0",
+        description=(
+            "Risk of school setback per student. `current`: behind this year; `next_year`: behind next year. "
+            "Send any subset of the features; missing ones are treated as unknown and reported."
+        ),
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        responses={422: {"model": ErrorResponse}},
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        errors = []
+        for item in error.errors():
+            location = [str(p) for p in item.get("loc", ()) if p != "body"]
+            errors.append(
+                {
+                    "field": ".".join(location) or "body",
+                    "rule": str(item.get("type", "invalid")),
+                    "message": str(item.get("msg", "invalid value")),
+                }
+            )
+        return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: ok while the process lives."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], responses={503: {"description": "a task has no model"}})
+    async def ready(services: ServicesDep) -> JSONResponse:
+        """Readiness: 200 only when a model is loaded for every task."""
+        body = {
+            "ready": services.holder.ready(),
+            "models": {t: (m.version if (m := services.holder.get(t)) else None) for t in services.holder.tasks},
+            "problems": services.holder.problems,
+        }
+        return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
+
+    @app.get("/model", tags=["ops"], dependencies=[AuthDep])
+    async def model(services: ServicesDep) -> dict[str, Any]:
+        """The champion's metadata per task: version, metrics, threshold, trained at, features."""
+        out: dict[str, Any] = {}
+        for task in services.holder.tasks:
+            loaded = services.holder.get(task)
+            meta = loaded.metadata if loaded else {}
+            out[task] = {
+                "version": loaded.version if loaded else None,
+                "loaded_at": loaded.loaded_at if loaded else None,
+                "threshold": loaded.threshold if loaded else None,
+                "trained_at": meta.get("created_at"),
+                "kind": meta.get("kind"),
+                "protocol": meta.get("protocol"),
+                "metrics": meta.get("metrics"),
+                "features": meta.get("features"),
+                "problem": services.holder.problems.get(task),
+            }
+        return out
+
+    @app.post("/predict", tags=["predict"], response_model=Prediction, dependencies=[AuthDep])
+    async def predict(body: PredictRequest, services: ServicesDep) -> ORJSONResponse:  # type: ignore[valid-type]
+        """Risk for one student. Every field is optional; `task` picks the model (default `current`)."""
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        task = body.task  # type: ignore[attr-defined]
+        loaded = _model_or_503(services, task)
+        result = predict_rows(loaded, [body])[0]
+        _record(services, "predict", request_id, body, result, (time.perf_counter() - started) * 1000, task)
+        return ORJSONResponse(result, headers={"x-request-id": request_id})
+
+    @app.post("/predict/batch", tags=["predict"], response_model=BatchPrediction, dependencies=[AuthDep])
+    async def predict_batch(body: BatchRequest, services: ServicesDep) -> ORJSONResponse:
+        """Risk for many students (at most `PASSOS_BATCH_MAX`, 1,000 by default) with one model."""
+        if len(body.students) > services.settings.batch_max:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                f"batch of {len(body.students)} students is over the maximum of {services.settings.batch_max}",
+            )
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        loaded = _model_or_503(services, body.task)
+        results = predict_rows(loaded, body.students)
+        latency = (time.perf_counter() - started) * 1000
+        for student, result in zip(body.students, results, strict=True):
+            _record(services, "predict_batch", request_id, student, result, latency, body.task)
+        return ORJSONResponse(
+            {"task": body.task, "model_version": loaded.version, "predictions": results},
+            headers={"x-request-id": request_id},
+        )
+
+    app.add_middleware(BodyLimit, limit=limit)  # type: ignore[arg-type]
+    return app

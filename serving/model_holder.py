@@ -1,0 +1,134 @@
+"""Holds the champion model of each task and swaps in a new one when its pointer changes.
+
+The service never opens the warehouse: it reads the registry's files and pointers only. A
+background thread polls each task's champion pointer (a stat and a small read); on a change it
+loads the new version, checks it (hash, feature contract, a prediction on the stored check
+row) and swaps it in with one reference assignment, so a request in flight finishes on the
+model it started with. A version that fails to load or check is refused and logged, and the
+previous model keeps serving; the problem is reported by ``/ready`` and ``/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from features.featuresets import TASKS, feature_names
+from modeling.registry import Registry
+from passos.errors import PassosError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checked model and what the API says about it."""
+
+    task: str
+    version: str
+    model: Any
+    metadata: dict[str, Any]
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def threshold(self) -> float:
+        return float(self.model.threshold)
+
+
+class ModelHolder:
+    """The current model per task, kept in step with the registry's champion pointers."""
+
+    def __init__(self, registry: Registry, *, tasks: tuple[str, ...] = TASKS, interval_s: float = 0.5) -> None:
+        self.registry = registry
+        self.tasks = tasks
+        self.interval_s = interval_s
+        self._models: dict[str, Loaded] = {}
+        self._signatures: dict[str, Any] = {}
+        self.problems: dict[str, str] = {}
+        self.reloads = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, task: str) -> Loaded | None:
+        """The model serving ``task`` now (None when there is none)."""
+        return self._models.get(task)
+
+    def ready(self) -> bool:
+        """Whether every task has a model."""
+        return all(task in self._models for task in self.tasks)
+
+    def refresh(self) -> None:
+        """Check every pointer once and load what changed (what the background thread does)."""
+        for task in self.tasks:
+            try:
+                signature = self.registry.pointer_signature(task)
+            except (OSError, PassosError) as error:
+                self._refuse(task, None, f"champion pointer unreadable: {error}")
+                continue
+            if signature == self._signatures.get(task):
+                continue
+            self._signatures[task] = signature
+            if signature is None:
+                if task not in self._models:
+                    self.problems[task] = "no champion yet: run `passos train`"
+                continue
+            self._load(task)
+
+    def _load(self, task: str) -> None:
+        try:
+            version = self.registry.champion(task)
+        except (OSError, PassosError, ValueError) as error:
+            self._refuse(task, None, f"champion pointer unreadable: {error}")
+            return
+        if version is None:
+            return
+        current = self._models.get(task)
+        if current is not None and current.version == version:
+            self.problems.pop(task, None)
+            return
+        try:
+            model, metadata = self.registry.load_checked(task, version)
+            expected = feature_names(task)
+            if list(model.feature_names) != expected:
+                raise PassosError(f"feature contract {list(model.feature_names)} differs from the service's {expected}")
+            score = float(model.predict_proba(np.full((1, len(expected)), np.nan))[0])
+            if not 0.0 <= score <= 1.0:
+                raise PassosError(f"score {score} on an empty row is not a probability")
+        except Exception as error:  # any failure to load must leave the old model serving
+            self._refuse(task, version, str(error))
+            return
+        self._models[task] = Loaded(task, version, model, metadata)
+        self.problems.pop(task, None)
+        self.reloads += 1
+        log.info("serving %s model %s", task, version)
+
+    def _refuse(self, task: str, version: str | None, problem: str) -> None:
+        message = f"refused {version}: {problem}" if version else problem
+        if self.problems.get(task) != message:
+            log.error("%s: %s; %s", task, message, "keeping the previous model" if task in self._models else "")
+        self.problems[task] = message
+
+    def start(self) -> None:
+        """Load now, then follow the pointers in a daemon thread."""
+        self.refresh()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="passos-model-reload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.refresh()
+            except Exception:  # the reload thread must never die
+                log.exception("model refresh failed")
+
+    def stop(self) -> None:
+        """Stop following the pointers."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

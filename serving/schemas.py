@@ -1,0 +1,158 @@
+"""Request and response models of the API, built from the feature contract (one definition).
+
+Every feature any task uses is an optional request field with its documented range; the
+fields of the original example payload (``inde, iaa, ips, ipp, ipv, fase``) are always
+accepted. Numbers must be JSON numbers (``"7.5"`` is refused), finite (``NaN`` and
+``Infinity`` are refused), and unknown fields are refused with their name.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from features.featuresets import FEATURES, TASKS, FeatureSpec
+
+BATCH_MAX = 1000
+# Derived features are computed by the service; clients send what they derive from.
+DERIVED = frozenset({"idade_menos_fase", "idade_ref", "fase_esperada", "atraso_esperado", "folga_proximo_ano"})
+
+EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
+FULL_EXAMPLE = {
+    "task": "current",
+    "fase": 3,
+    "idade": 13,
+    "genero": "F",
+    "instituicao": "publica",
+    "anos_no_programa": 2,
+    "iaa": 8.0,
+    "ieg": 7.5,
+    "ips": 6.5,
+    "ipp": 7.0,
+    "ida": 5.5,
+    "ipv": 7.2,
+    "mat": 6.0,
+    "por": 5.5,
+    "prev_defasagem": -1,
+}
+
+
+def _specs() -> dict[str, FeatureSpec]:
+    merged: dict[str, FeatureSpec] = {}
+    for task in TASKS:
+        for spec in FEATURES[task]:
+            merged.setdefault(spec.name, spec)
+    return merged
+
+
+def _field(spec: FeatureSpec) -> tuple[Any, Any]:
+    if spec.kind == "categorical":
+        return (Literal[spec.categories] | None, Field(default=None, description=spec.description))  # type: ignore[valid-type]
+    return (
+        float | None,
+        Field(
+            default=None,
+            ge=spec.minimum,
+            le=spec.maximum,
+            strict=True,
+            allow_inf_nan=False,
+            description=f"{spec.description} (range {spec.minimum}..{spec.maximum})",
+        ),
+    )
+
+
+_fields: dict[str, Any] = {name: _field(spec) for name, spec in _specs().items() if name not in DERIVED}
+_fields["ano_ingresso"] = (
+    int | None,
+    Field(default=None, ge=1990, le=2100, strict=True, description="Year the student joined (derives anos_no_programa)"),
+)
+_fields["year"] = (
+    int | None,
+    Field(default=None, ge=1990, le=2100, strict=True, description="Year of the data (with ano_ingresso)"),
+)
+_fields["data_nasc"] = (
+    date | None,
+    Field(default=None, description="Birth date (ISO, e.g. 2012-06-17); with year it gives the exact age on 31 March"),
+)
+_fields["ano_nasc"] = (
+    int | None,
+    Field(default=None, ge=1950, le=2100, strict=True, description="Birth year, when the date is not known"),
+)
+_fields["student_id"] = (
+    str | None,
+    Field(
+        default=None,
+        max_length=64,
+        description="Optional student id (RA); only a salted hash is logged or traced, never the id itself",
+    ),
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE, FULL_EXAMPLE]})
+
+
+StudentFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "StudentFeatures", __base__=_Strict, __doc__="One student's features; every field is optional.", **_fields
+)
+
+PredictRequest: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "PredictRequest",
+    __base__=StudentFeatures,
+    __doc__="One student, and which model to ask.",
+    task=(Literal["current", "next_year"], Field(default="current", description="current (default) or next_year")),
+)
+
+
+class BatchRequest(BaseModel):
+    """Many students, one task."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Literal["current", "next_year"] = Field(default="current")
+    students: list[StudentFeatures] = Field(min_length=1, max_length=BATCH_MAX)  # type: ignore[valid-type]
+
+
+class Reason(BaseModel):
+    """A feature pushing the risk up."""
+
+    feature: str
+    value: float | str | None
+    contribution: float = Field(description="Push on the model's raw score (log-odds for LightGBM)")
+
+
+class Prediction(BaseModel):
+    """The answer for one student."""
+
+    risk_score: float = Field(ge=0.0, le=1.0, description="Calibrated probability of being behind")
+    risk_label: Literal["high", "low"]
+    task: str
+    model_version: str
+    threshold: float
+    reasons: list[Reason]
+    missing: list[str] = Field(description="Features the model uses that were not sent (treated as unknown)")
+    ignored: list[str] = Field(description="Fields sent that this task's model does not use")
+
+
+class BatchPrediction(BaseModel):
+    """The answers, in the order of the students sent."""
+
+    task: str
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ErrorDetail(BaseModel):
+    """One thing wrong with a request."""
+
+    field: str
+    rule: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """What a 4xx answers."""
+
+    detail: str
+    errors: list[ErrorDetail] = []
