@@ -38,6 +38,12 @@ class Calibrator:
     ``method="isotonic"``: piecewise-linear through ``(x, y)`` (scikit-learn's
     ``IsotonicRegression`` thresholds), clipped at both ends. ``method="platt"``:
     ``1 / (1 + exp(-(a * score + b)))``.
+
+    ``tie_weight`` (isotonic only) blends in a Platt curve, ``(1 - w) * isotonic + w * platt``:
+    isotonic regression is flat on whole blocks of scores (on near-separable scores it maps
+    almost every row to exactly 0 or 1), which would turn a good ranking into ties and destroy
+    the ROC-AUC and any threshold below the plateau. A small weight with ``a > 0`` makes the map
+    strictly increasing, so the calibrated probabilities rank rows exactly as the raw score does.
     """
 
     method: Literal["isotonic", "platt"]
@@ -45,13 +51,18 @@ class Calibrator:
     y: tuple[float, ...] = ()
     a: float = 1.0
     b: float = 0.0
+    tie_weight: float = 0.0
 
     def __call__(self, score: np.ndarray) -> np.ndarray:
         """Calibrated probabilities in [0, 1] for raw scores."""
         score = np.asarray(score, dtype=np.float64)
+        platt = 1.0 / (1.0 + np.exp(-(self.a * score + self.b)))
         if self.method == "isotonic":
-            return np.interp(score, np.asarray(self.x), np.asarray(self.y))
-        return 1.0 / (1.0 + np.exp(-(self.a * score + self.b)))
+            isotonic = np.interp(score, np.asarray(self.x), np.asarray(self.y))
+            if self.tie_weight > 0.0:
+                return (1.0 - self.tie_weight) * isotonic + self.tie_weight * platt
+            return isotonic
+        return platt
 
 
 @dataclass

@@ -4,10 +4,22 @@ The procedure for one candidate on a set of training rows (:func:`fit_candidate`
 
 1. 5-fold ``GroupKFold`` by student (``ra``), so a student's rows of different years never sit
    on both sides of a fold; out-of-fold (OOF) raw scores for every training row.
-2. A calibrator fitted on the OOF scores (isotonic, or Platt below ``ISOTONIC_MIN_ROWS``).
-3. The threshold: the highest calibrated-probability cut whose OOF recall is at least
-   ``recall_target`` (the programme prefers a false alarm to a missed student).
-4. The final scorer fitted on all training rows; it gets the calibrator and threshold of 2-3.
+2. When the training rows span at least two years (both classes on each side), **forward
+   validation on the training years**: the candidate is fitted on every training year but the
+   latest and scored on the latest, the same out-of-time step the test year stands for. These
+   forward scores, not the OOF ones, then set LightGBM's number of rounds (early stopping on the
+   latest training year), the calibration and the threshold, and they rank the candidates.
+   Why: the yearly surveys differ (the NGO changed how ``fase ideal`` is set; the share behind
+   falls each year), and within the pooled years the target can be near-deterministic, so
+   grouped CV is near-perfect and cannot tell a setting that carries to a new year from one
+   that does not. With a single training year the OOF scores play this role (``validation``
+   ``"oof"``).
+3. A ranking-preserving calibrator fitted on the validation scores (isotonic with a small
+   Platt tie-breaker, or Platt alone below ``ISOTONIC_MIN_ROWS``; see :func:`fit_calibrator`).
+4. The threshold: the highest calibrated-probability cut whose recall on the validation rows
+   is at least ``recall_target`` (the programme prefers a false alarm to a missed student).
+5. The final scorer fitted on all training rows; it gets the rounds, calibrator and threshold
+   of 2-4.
 
 :func:`train_candidates` runs it on the years before the latest labelled year and evaluates
 on that latest year, which is never used to choose anything (not the rounds, the calibration,
@@ -46,8 +58,12 @@ from passos.settings import get_settings
 logger = logging.getLogger(__name__)
 
 Protocol = Literal["out_of_time", "grouped_cv"]
+Validation = Literal["forward", "oof"]
 N_FOLDS = 5
 ISOTONIC_MIN_ROWS = 1000
+# Weight of the Platt curve blended into isotonic calibration: enough to break every tie,
+# too small to move a probability by more than one point.
+TIE_WEIGHT = 0.01
 MAX_ROUNDS = 300
 EARLY_STOPPING_ROUNDS = 30
 MIN_ROUNDS = 20
@@ -89,6 +105,7 @@ class CandidateResult:
     oof_metrics: dict[str, Any]
     test_metrics: dict[str, Any]
     test_predictions: Predictions
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +124,7 @@ class TrainingResult:
     feature_aucs: dict[str, float | None]
     audit_max_auc: float
     warnings: list[str] = field(default_factory=list)
+    validation: Validation = "oof"
 
     @property
     def best(self) -> CandidateResult:
@@ -125,11 +143,13 @@ class TrainingResult:
             "seed": self.seed,
             "chosen": self.chosen,
             "selection_rule": self.selection_rule,
-            "threshold_rule": THRESHOLD_RULE.format(target=self.recall_target),
+            "validation": self.validation,
+            "threshold_rule": threshold_rule(self.validation, self.recall_target),
             "candidates": {
                 kind: {
                     "test": {k: result.test_metrics.get(k) for k in keep},
                     "oof": {k: result.oof_metrics.get(k) for k in keep},
+                    "validation": {k: result.validation_metrics.get(k) for k in keep},
                     "params": result.bundle.metadata.get("params", {}),
                 }
                 for kind, result in self.candidates.items()
@@ -145,6 +165,18 @@ THRESHOLD_RULE = (
     "the highest calibrated-probability cut whose out-of-fold recall on the training years "
     "is at least {target:.2f} (5-fold GroupKFold by student)"
 )
+FORWARD_THRESHOLD_RULE = (
+    "the highest calibrated-probability cut whose recall is at least {target:.2f} on the latest "
+    "training year, scored by the same kind of model fitted on the earlier training years "
+    "(forward validation: one year ahead, as in use; it also set the calibration, LightGBM's "
+    "rounds and the choice of model)"
+)
+
+
+def threshold_rule(validation: Validation, recall_target: float) -> str:
+    """How the threshold was chosen, in words (for the model card)."""
+    template = FORWARD_THRESHOLD_RULE if validation == "forward" else THRESHOLD_RULE
+    return template.format(target=recall_target)
 
 
 def split_out_of_time(frame: pd.DataFrame) -> Split:
@@ -255,23 +287,31 @@ def assert_no_leakage(
 
 
 def fit_calibrator(score: np.ndarray, y: np.ndarray, *, isotonic_min_rows: int = ISOTONIC_MIN_ROWS) -> Calibrator:
-    """Fit a monotone map from raw score to probability.
+    """Fit a strictly increasing map from raw score to probability (it keeps the ranking).
 
     Isotonic regression with at least ``isotonic_min_rows`` rows (it overfits small samples),
-    Platt scaling (a one-feature logistic regression) below.
+    blended with weight :data:`TIE_WEIGHT` with a Platt curve so that no two different scores
+    share a probability (see :class:`modeling.bundle.Calibrator`); Platt scaling (a one-feature
+    logistic regression) alone below. Either way the calibrated scores have the raw scores'
+    ROC-AUC, and a threshold can fall between any two rows.
     """
     score = np.asarray(score, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
+    # Practically unpenalised: one slope and one intercept need no shrinkage.
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(score.reshape(-1, 1), y)
+    a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     if score.size >= isotonic_min_rows:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, y)
         return Calibrator(
             "isotonic",
             x=tuple(float(v) for v in iso.X_thresholds_),
             y=tuple(float(v) for v in iso.y_thresholds_),
+            a=a,
+            b=b,
+            # A score that ranks backwards (a <= 0) gets no tie-breaker: it would invert the ties.
+            tie_weight=TIE_WEIGHT if a > 0 else 0.0,
         )
-    # Practically unpenalised: one slope and one intercept need no shrinkage.
-    platt = LogisticRegression(C=1e6, max_iter=1000).fit(score.reshape(-1, 1), y)
-    return Calibrator("platt", a=float(platt.coef_[0, 0]), b=float(platt.intercept_[0]))
+    return Calibrator("platt", a=a, b=b)
 
 
 def choose_threshold(y: np.ndarray, proba: np.ndarray, recall_target: float) -> float:
@@ -355,6 +395,42 @@ def _lightgbm_oof(
 
 def _fit_lightgbm(X: np.ndarray, y: np.ndarray, task: str, params: dict[str, Any], rounds: int) -> lgb.Booster:
     return lgb.train(params, _dataset(X, y, task), num_boost_round=rounds)
+
+
+def _lightgbm_forward(
+    X: np.ndarray, y: np.ndarray, task: str, fit_rows: np.ndarray, held_out: np.ndarray, params: dict[str, Any]
+) -> tuple[int, np.ndarray]:
+    """Rounds chosen by early stopping on the latest training year, and its raw forward scores.
+
+    The booster learns from the earlier years only; the rounds are those that carry to the
+    next year, a sounder guide than grouped CV when the pooled years are near-separable.
+    """
+    booster = lgb.train(
+        params,
+        _dataset(X[fit_rows], y[fit_rows], task),
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[_dataset(X[held_out], y[held_out], task)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    rounds = max(MIN_ROUNDS, int(booster.best_iteration))
+    return rounds, booster.predict(X[held_out], raw_score=True, num_iteration=rounds, num_threads=1)
+
+
+def forward_split(years: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Positions of the forward-validation rows: (earlier training years, latest training year).
+
+    None when the rows span a single year, or either side holds a single class (no model can be
+    fitted, or no recall measured, there).
+    """
+    years = np.asarray(years)
+    distinct = np.unique(years)
+    if distinct.size < 2:
+        return None
+    latest = years == distinct.max()
+    fit_rows, held_out = np.flatnonzero(~latest), np.flatnonzero(latest)
+    if np.unique(y[fit_rows]).size < 2 or np.unique(y[held_out]).size < 2:
+        return None
+    return fit_rows, held_out
 
 
 def _fit_logistic(X: np.ndarray, y: np.ndarray, task: str) -> LogisticModel:
@@ -449,6 +525,9 @@ def fit_candidate(
 
     Returns:
         The bundle and the calibrated OOF probabilities of the labelled rows (in frame order).
+        ``bundle.metadata`` records which validation set the rounds, calibration and threshold
+        (``"validation"``: ``"forward"`` or ``"oof"``), its years and its metrics
+        (``"validation_metrics"``).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown candidate kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -458,23 +537,40 @@ def fit_candidate(
     y = rows["target"].to_numpy(dtype=np.float64)
     if y.min() == y.max():
         raise ValueError(f"the training rows of task {task!r} hold a single class ({y[0]:.0f})")
+    years = rows["year"].to_numpy()
     folds = _folds(rows["ra"].astype(str).to_numpy(), seed)
+    forward = forward_split(years, y)
     params: dict[str, Any] = {}
     if kind == "lightgbm":
         params = lightgbm_params(task, seed)
         rounds, oof_raw = _lightgbm_oof(X, y, task, folds, params)
+        oof_rounds = rounds
+        if forward is not None:
+            rounds, forward_raw = _lightgbm_forward(X, y, task, *forward, params)
         estimator: Any = _fit_lightgbm(X, y, task, params, rounds)
-        params = {**params, "num_boost_round": rounds}
+        params = {**params, "num_boost_round": rounds, "oof_rounds": oof_rounds}
     else:
         oof_raw = np.empty(len(y))
         for fit_rows, held_out in folds:
             oof_raw[held_out] = _fit_simple(kind, X[fit_rows], y[fit_rows], task).raw_score(X[held_out])
+        if forward is not None:
+            fit_rows, held_out = forward
+            forward_raw = _fit_simple(kind, X[fit_rows], y[fit_rows], task).raw_score(X[held_out])
         estimator = _fit_simple(kind, X, y, task)
         if kind == "rule":
             params = {"links": [[feature_names(task)[c], s, cut] for c, s, cut in estimator.links]}
-    calibrator = fit_calibrator(oof_raw, y)
+    if forward is None:
+        validation: Validation = "oof"
+        y_val, raw_val = y, oof_raw
+        validation_years = sorted(int(v) for v in np.unique(years))
+    else:
+        validation = "forward"
+        y_val, raw_val = y[forward[1]], forward_raw
+        validation_years = [int(years[forward[1]][0])]
+    calibrator = fit_calibrator(raw_val, y_val)
     oof_proba = calibrator(oof_raw)
-    threshold = choose_threshold(y, oof_proba, recall_target)
+    validation_proba = calibrator(raw_val)
+    threshold = choose_threshold(y_val, validation_proba, recall_target)
     bundle = ModelBundle(
         task=task,
         kind=kind,
@@ -492,16 +588,21 @@ def fit_candidate(
             "folds": len(folds),
             "calibration": calibrator.method,
             "params": params,
+            "validation": validation,
+            "validation_years": validation_years,
+            "validation_metrics": evaluate(y_val, validation_proba, threshold),
             "oof_metrics": evaluate(y, oof_proba, threshold),
         },
     )
     logger.info(
-        "fitted %s for %s on %d rows: threshold %.3f (%s calibration)",
+        "fitted %s for %s on %d rows: threshold %.3f (%s calibration on %s validation, years %s)",
         kind,
         task,
         len(y),
         threshold,
         calibrator.method,
+        validation,
+        validation_years,
     )
     return bundle, oof_proba
 
@@ -569,14 +670,24 @@ def train_candidates(
             held_out = Predictions(y_test, proba, _groups(split.test))
             test_metrics = evaluate(y_test, proba, bundle.threshold, groups=held_out.groups)
         bundle.metadata.update(protocol=split.protocol, test_year=split.test_year, oof_metrics=oof_metrics)
-        candidates[kind] = CandidateResult(kind, bundle, oof_metrics, test_metrics, held_out)
+        validation_metrics = bundle.metadata["validation_metrics"]
+        candidates[kind] = CandidateResult(kind, bundle, oof_metrics, test_metrics, held_out, validation_metrics)
     notes = _combination_warnings(candidates, max_auc)
-    source = "oof_metrics" if select_on == "oof" else "test_metrics"
-    chosen = max(candidates, key=lambda k: _selection_key(getattr(candidates[k], source), k))
-    rule = (
-        f"highest {'out-of-fold' if select_on == 'oof' else 'test-year'} F2 at the candidate's "
-        "threshold, tie-break ROC-AUC, then the simpler model"
+    validation: Validation = (
+        "forward" if all(c.bundle.metadata["validation"] == "forward" for c in candidates.values()) else "oof"
     )
+    if select_on == "test":
+        source, described = "test_metrics", "test-year"
+    elif validation == "forward":
+        years = candidates[next(iter(candidates))].bundle.metadata["validation_years"]
+        source, described = (
+            "validation_metrics",
+            f"forward-validation (fit on the earlier training years, scored on {years[0]})",
+        )
+    else:
+        source, described = "oof_metrics", "out-of-fold"
+    chosen = max(candidates, key=lambda k: _selection_key(getattr(candidates[k], source), k))
+    rule = f"highest {described} F2 at the candidate's threshold, tie-break ROC-AUC, then the simpler model"
     logger.info(
         "task %s (%s, train %s, test %s): chose %s; test recall %s, precision %s",
         task,
@@ -600,6 +711,7 @@ def train_candidates(
         feature_aucs=aucs,
         audit_max_auc=max_auc,
         warnings=notes,
+        validation=validation,
     )
 
 

@@ -228,3 +228,7 @@ def _sync_registry_table() -> None:
 
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    app()

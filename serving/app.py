@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from features.featuresets import derive, encode, feature_names
@@ -36,6 +37,15 @@ from serving.tracing import Tracer
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
+
+
+class FastJSON(Response):
+    """JSON rendered by orjson, for the prediction routes (no re-validation of our own output)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class Services:
@@ -168,21 +178,33 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._too_large(send)
                 return
+        # Read the body up to the limit before the app sees it, then replay it.
+        chunks: list[bytes] = []
         received = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.limit:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message: dict[str, Any] = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return dict(await receive())
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._too_large(send)
+        await self.app(scope, replay, send)
 
     async def _too_large(self, send: Callable[..., Any]) -> None:
         body = b'{"detail":"request body over %d bytes","errors":[]}' % self.limit
@@ -194,10 +216,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -224,7 +242,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Send any subset of the features; missing ones are treated as unknown and reported."
         ),
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         responses={422: {"model": ErrorResponse}},
     )
 
@@ -233,6 +250,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         errors = []
         for item in error.errors():
             location = [str(p) for p in item.get("loc", ()) if p != "body"]
+            if item.get("type") == "json_invalid":
+                location = []  # the location is a character offset, not a field
             errors.append(
                 {
                     "field": ".".join(location) or "body",
@@ -278,18 +297,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return out
 
     @app.post("/predict", tags=["predict"], response_model=Prediction, dependencies=[AuthDep])
-    async def predict(body: PredictRequest, services: ServicesDep) -> ORJSONResponse:  # type: ignore[valid-type]
+    async def predict(body: PredictRequest, services: ServicesDep) -> FastJSON:  # type: ignore[valid-type]
         """Risk for one student. Every field is optional; `task` picks the model (default `current`)."""
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         task = body.task  # type: ignore[attr-defined]
-        loaded = _model_or_503(services, task)
+        try:
+            loaded = _model_or_503(services, task)
+        except HTTPException as error:
+            _record(
+                services,
+                "predict",
+                request_id,
+                body,
+                None,
+                (time.perf_counter() - started) * 1000,
+                task,
+                str(error.detail),
+            )
+            raise
         result = predict_rows(loaded, [body])[0]
         _record(services, "predict", request_id, body, result, (time.perf_counter() - started) * 1000, task)
-        return ORJSONResponse(result, headers={"x-request-id": request_id})
+        return FastJSON(result, headers={"x-request-id": request_id})
 
     @app.post("/predict/batch", tags=["predict"], response_model=BatchPrediction, dependencies=[AuthDep])
-    async def predict_batch(body: BatchRequest, services: ServicesDep) -> ORJSONResponse:
+    async def predict_batch(body: BatchRequest, services: ServicesDep) -> FastJSON:
         """Risk for many students (at most `PASSOS_BATCH_MAX`, 1,000 by default) with one model."""
         if len(body.students) > services.settings.batch_max:
             raise HTTPException(
@@ -298,15 +330,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
-        loaded = _model_or_503(services, body.task)
+        try:
+            loaded = _model_or_503(services, body.task)
+        except HTTPException as error:
+            latency = (time.perf_counter() - started) * 1000
+            for student in body.students:
+                _record(services, "predict_batch", request_id, student, None, latency, body.task, str(error.detail))
+            raise
         results = predict_rows(loaded, body.students)
         latency = (time.perf_counter() - started) * 1000
         for student, result in zip(body.students, results, strict=True):
             _record(services, "predict_batch", request_id, student, result, latency, body.task)
-        return ORJSONResponse(
+        return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
             headers={"x-request-id": request_id},
         )
 
+    from fastapi.staticfiles import StaticFiles
+
+    reports_dir = (settings or get_settings()).reports_dir
+    app.mount("/reports", StaticFiles(directory=reports_dir, html=True, check_dir=False), name="reports")
     app.add_middleware(BodyLimit, limit=limit)  # type: ignore[arg-type]
     return app

@@ -66,7 +66,9 @@ def _field(spec: FeatureSpec) -> tuple[Any, Any]:
 _fields: dict[str, Any] = {name: _field(spec) for name, spec in _specs().items() if name not in DERIVED}
 _fields["ano_ingresso"] = (
     int | None,
-    Field(default=None, ge=1990, le=2100, strict=True, description="Year the student joined (derives anos_no_programa)"),
+    Field(
+        default=None, ge=1990, le=2100, strict=True, description="Year the student joined (derives anos_no_programa)"
+    ),
 )
 _fields["year"] = (
     int | None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -49,3 +51,25 @@ def make_feature_frame(
         frame["target"] = (logit > 0).astype(float)
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
+
+
+def register_model(registry: Any, task: str, *, kind: str = "lightgbm", seed: int = 0, accepted: bool = True) -> str:
+    """Fit a small model of ``kind`` on synthetic data and save it in ``registry`` (not promoted)."""
+    from dataclasses import asdict
+
+    from features.featuresets import encode_frame
+    from modeling.training import fit_candidate
+
+    frame = make_feature_frame(task, years=(2022, 2023), n_per_year=200, seed=seed)
+    bundle, _ = fit_candidate(kind, frame, task, recall_target=0.9, seed=seed)  # type: ignore[arg-type]
+    metadata = {
+        "task": task,
+        "kind": kind,
+        "protocol": "out_of_time",
+        "features": [asdict(spec) for spec in feature_specs(task)],
+        "threshold": bundle.threshold,
+        "metrics": {"test": {"recall": 0.95, "precision": 0.8, "roc_auc": 0.9}},
+        "gate": {"accepted": accepted, "reasons": [] if accepted else ["made to be rejected"]},
+        "check_input": encode_frame(frame.head(1), task)[0].tolist(),
+    }
+    return str(registry.save(task, bundle, metadata))

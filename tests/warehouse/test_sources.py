@@ -90,7 +90,10 @@ def test_workbook_sheets_become_years(tmp_path: Path) -> None:
     row: list[object] = ["RA-1", "ALFA", 8, "Menina", 8.5, 7, 6, 5.5, 7.1, 5, -1, "ALFA (1° e 2° ano)"]
     path = make_workbook(tmp_path / "book.xlsx", {"PEDE2030": [header, row], "Notas": [["x"]], "PEDE 2031": [header]})
     tables = read_workbook(path)
-    assert [(t.year, len(t.rows), t.origin) for t in tables] == [(2030, 1, "book.xlsx[PEDE2030]"), (2031, 0, "book.xlsx[PEDE 2031]")]
+    assert [(t.year, len(t.rows), t.origin) for t in tables] == [
+        (2030, 1, "book.xlsx[PEDE2030]"),
+        (2031, 0, "book.xlsx[PEDE 2031]"),
+    ]
     assert harmonise_table(tables[0]).rows[0]["idade"] == 8
 
 
