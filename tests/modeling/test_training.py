@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
 from features.featuresets import encode_frame
 from modeling.training import (
@@ -17,6 +18,7 @@ from modeling.training import (
     feature_aucs,
     fit_calibrator,
     fit_candidate,
+    forward_split,
     refit_on_all,
     split_out_of_time,
     train_candidates,
@@ -57,15 +59,24 @@ def test_split_edge_cases() -> None:
         split_out_of_time(one_year.assign(target=np.nan))
 
 
-def test_result_records_protocol_and_years(result: TrainingResult) -> None:
-    assert result.protocol == "out_of_time"
+def test_result_records_protocol_and_years(frame: pd.DataFrame, result: TrainingResult) -> None:
+    assert result.protocol == "out_of_time" and result.validation == "forward"
+    assert "forward-validation" in result.selection_rule and "2023" in result.selection_rule
+    assert "latest training year" in result.card_metadata()["threshold_rule"]
     assert (result.train_years, result.test_year) == ((2022, 2023), 2024)
     assert set(result.candidates) == {"lightgbm", "logistic", "rule"}
     assert result.best is result.candidates[result.chosen]
     for candidate in result.candidates.values():
         assert candidate.bundle.metadata["train_years"] == [2022, 2023]
         assert candidate.bundle.metadata["protocol"] == "out_of_time"
-        assert candidate.oof_metrics["recall"] >= TARGET
+        # Two training years: the threshold is set on the later one, scored by a model of the earlier.
+        assert candidate.bundle.metadata["validation"] == "forward"
+        assert candidate.bundle.metadata["validation_years"] == [2023]
+        assert candidate.validation_metrics["recall"] >= TARGET
+        assert (
+            candidate.validation_metrics["n"]
+            == (frame["year"] == 2023).sum() - frame.loc[frame["year"] == 2023, "target"].isna().sum()
+        )
         assert candidate.test_metrics["n"] == len(candidate.test_predictions.y_true)
         assert set(candidate.test_predictions.groups) == {"genero", "instituicao", "fase"}
     json.dumps(result.card_metadata(), allow_nan=False)
@@ -114,9 +125,12 @@ def test_grouped_cv_with_one_labelled_year() -> None:
     one_year.loc[one_year["year"] == 2024, "target"] = np.nan  # next year not yet known
     result = train_candidates(one_year, "next_year", recall_target=TARGET, seed=1, kinds=("logistic", "rule"))
     assert result.protocol == "grouped_cv" and result.test_year is None and result.train_years == (2023,)
+    assert result.validation == "oof" and "out-of-fold" in result.selection_rule
+    assert "GroupKFold" in result.card_metadata()["threshold_rule"]
     for candidate in result.candidates.values():
         assert candidate.test_metrics is candidate.oof_metrics
         assert candidate.bundle.metadata["protocol"] == "grouped_cv"
+        assert candidate.bundle.metadata["validation"] == "oof"
         assert candidate.test_metrics["recall"] >= TARGET
     assert [link[0] for link in result.candidates["rule"].bundle.metadata["params"]["links"]] == [
         "defasagem",
@@ -131,7 +145,9 @@ def test_refit_on_all_years(frame: pd.DataFrame, result: TrainingResult) -> None
     assert refit.metadata["train_years"] == [2022, 2023, 2024]
     assert refit.metadata["protocol"] == "refit_all_years"
     assert refit.metadata["evaluated_as"]["test_year"] == 2024
-    assert refit.metadata["oof_metrics"]["recall"] >= TARGET  # threshold re-chosen on all years' OOF
+    # Threshold re-chosen one year ahead: fitted on 2022-2023, validated on 2024.
+    assert refit.metadata["validation"] == "forward" and refit.metadata["validation_years"] == [2024]
+    assert refit.metadata["validation_metrics"]["recall"] >= TARGET
     assert refit.metadata["n_train"] == frame["target"].notna().sum()
     from_bundle = refit_on_all(result.candidates["rule"].bundle, frame, recall_target=TARGET, seed=3)
     assert from_bundle.kind == "rule"
@@ -201,3 +217,52 @@ def test_a_target_recomputed_from_two_features_is_warned() -> None:
     assert max(auc for auc in result.feature_aucs.values() if auc is not None) < 0.95
     assert len(result.warnings) == 1 and result.warnings[0].startswith("logistic: out-of-fold ROC-AUC")
     assert result.card_metadata()["warnings"] == result.warnings
+
+
+def test_forward_split_positions_and_edge_cases() -> None:
+    years = np.array([2023, 2022, 2023, 2022, 2022])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
+    fit_rows, held_out = forward_split(years, y)  # type: ignore[misc]
+    np.testing.assert_array_equal(fit_rows, [1, 3, 4])
+    np.testing.assert_array_equal(held_out, [0, 2])
+    assert forward_split(np.full(5, 2022), y) is None  # one year: grouped CV instead
+    assert forward_split(years, np.array([1.0, 1.0, 0.0, 1.0, 1.0])) is None  # earlier years one class
+    assert forward_split(years, np.array([1.0, 0.0, 1.0, 1.0, 0.0])) is None  # latest year one class
+
+
+def test_forward_validation_sets_the_threshold_and_the_rounds(frame: pd.DataFrame) -> None:
+    """Relabelling the latest training year moves the threshold; the OOF scores alone would not see it."""
+    base, _ = fit_candidate("lightgbm", frame, "current", recall_target=TARGET, seed=3)
+    shifted = frame.copy()
+    latest = shifted["year"] == 2023
+    rng = np.random.default_rng(5)
+    # A later year in which more students are behind than the earlier one's model expects.
+    flip = latest & (shifted["target"] == 0) & (rng.random(len(shifted)) < 0.5)
+    shifted.loc[flip, "target"] = 1.0
+    moved, _ = fit_candidate("lightgbm", shifted, "current", recall_target=TARGET, seed=3)
+    assert moved.metadata["validation_metrics"]["recall"] >= TARGET
+    assert moved.threshold < base.threshold  # more positives to reach on the validation year
+    params = base.metadata["params"]
+    assert params["num_boost_round"] >= 20 and params["oof_rounds"] >= 20
+
+
+def test_calibration_keeps_the_ranking_of_near_separable_scores() -> None:
+    """Isotonic alone maps near-separable scores to ties at 0 and 1; the tie-breaker keeps the order."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0.0, 1.0], 700)
+    score = np.where(y == 1, 3.0, -3.0) + rng.normal(0, 0.3, y.size)  # separable on these rows
+    calibrator = fit_calibrator(score, y)
+    assert calibrator.method == "isotonic" and calibrator.tie_weight > 0
+    proba = calibrator(score)
+    assert np.unique(proba).size == np.unique(score).size  # no two scores share a probability
+    assert np.all(np.diff(calibrator(np.sort(score))) > 0)
+    assert np.max(np.abs(proba - y)) < 0.02  # still calibrated: the blend moves it by < 1 point
+    # A later year whose students all score inside the "behind" block, where only the order
+    # within the block tells them apart (as a new definition of the target would).
+    later = rng.normal(3.0, 0.3, 400)
+    y_later = (later - 3.0 + rng.normal(0, 0.2, 400) > 0).astype(float)
+    assert roc_auc_score(y_later, calibrator(later)) == pytest.approx(roc_auc_score(y_later, later))
+    plain = IsotonicRegression(out_of_bounds="clip").fit(score, y).predict(later)
+    assert roc_auc_score(y_later, plain) < roc_auc_score(y_later, later) - 0.1  # what the blend prevents

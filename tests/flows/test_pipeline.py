@@ -1,0 +1,136 @@
+"""The whole pipeline on the real data under a real Prefect harness, then the CLI around the registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from modeling.registry import Registry
+from passos.cli import app
+from passos.settings import Settings, get_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.data]
+
+
+@pytest.fixture(scope="module")
+def pipeline(prefect_harness: None, real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Run `passos run`'s flow once on the real files (min recall lowered so both tasks get a champion)."""
+    from flows.pipeline import pipeline_flow
+
+    home = tmp_path_factory.mktemp("pipeline")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PASSOS_HOME", str(home))
+    patch.setenv("PASSOS_GATE_MIN_PRECISION", "0.3")
+    get_settings.cache_clear()
+    try:
+        result = pipeline_flow(data_dir=str(real_data), min_recall=0.5)
+        yield {"result": result, "settings": get_settings()}
+    finally:
+        patch.undo()
+        get_settings.cache_clear()
+
+
+def query(settings: Settings, sql: str) -> list[tuple]:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_pipeline_loads_trains_scores_and_reports(pipeline: dict) -> None:
+    settings: Settings = pipeline["settings"]
+    result = pipeline["result"]
+    assert sum(r["rows_loaded"] for r in result["ingest"] if r["status"] == "loaded") == 3030
+    registry = Registry.from_settings(settings)
+    for task in ("current", "next_year"):
+        champion = registry.champion(task)
+        assert champion is not None
+        folder = registry.path(task, champion)
+        assert (folder / "card.md").read_text().startswith("# Model card")
+        assert {p.name for p in (folder / "plots").iterdir()} >= {
+            "roc.png",
+            "pr.png",
+            "calibration.png",
+            "importance.png",
+        }
+        meta = registry.metadata(task, champion)
+        assert meta["protocol"] == "out_of_time" and meta["gate"]["accepted"] is True
+        assert set(meta["metrics"]["test"]) >= {
+            "recall",
+            "precision",
+            "f1",
+            "f2",
+            "roc_auc",
+            "pr_auc",
+            "brier",
+            "at_budget",
+        }
+        assert set(meta["metrics"]["candidates"]) == {"lightgbm", "logistic", "rule"}
+    assert query(settings, "select task, count(*) from risk_scores group by 1 order by 1") == [
+        ("current", 1156),
+        ("next_year", 1156),
+    ]
+    top = query(
+        settings, "select rank, risk_score, reasons from risk_scores where task = 'current' order by rank limit 2"
+    )
+    assert top[0][0] == 1 and top[0][1] >= top[1][1] and isinstance(json.loads(top[0][2]), list)
+    assert query(settings, "select count(*) from model_registry where is_champion") == [(2,)]
+    reports = query(settings, "select task, verdict, report_path from drift_reports")
+    assert {r[0] for r in reports} == {"current", "next_year"}
+    assert all(Path(r[2]).is_file() for r in reports)
+    index = (settings.reports_dir / "index.html").read_text()
+    assert all(Path(r[2]).parent.name in index for r in reports)
+
+
+def test_the_gate_rejects_a_weak_candidate_and_keeps_the_champion(pipeline: dict) -> None:
+    from flows.train import train_flow
+
+    settings: Settings = pipeline["settings"]
+    registry = Registry.from_settings(settings)
+    before = registry.champion("current")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PASSOS_HOME", str(settings.home))
+    get_settings.cache_clear()
+    try:
+        (outcome,) = train_flow(task="current", min_recall=1.0)
+    finally:
+        patch.undo()
+        get_settings.cache_clear()
+    assert outcome["accepted"] is False and any("recall" in r for r in outcome["reasons"])
+    assert registry.champion("current") == before
+    assert registry.metadata("current", outcome["version"])["gate"]["accepted"] is False
+
+
+def test_models_cli_lists_shows_promotes_and_rolls_back(pipeline: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings = pipeline["settings"]
+    monkeypatch.setenv("PASSOS_HOME", str(settings.home))
+    get_settings.cache_clear()
+    registry = Registry.from_settings(settings)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["models", "list"])
+    assert listing.exit_code == 0 and registry.champion("next_year") in listing.output
+    shown = runner.invoke(app, ["models", "show", registry.champion("current")])
+    assert shown.exit_code == 0 and '"protocol": "out_of_time"' in shown.output
+    rejected = next(v["version"] for v in registry.list_versions("current") if v["accepted"] is False)
+    refused = runner.invoke(app, ["models", "promote", rejected])
+    assert refused.exit_code == 2 and "never becomes champion" in refused.output
+    missing = runner.invoke(app, ["models", "show", "v-nope"])
+    assert missing.exit_code == 2
+    no_history = runner.invoke(app, ["models", "rollback", "--task", "next_year"])
+    assert no_history.exit_code == 2 and "no previous champion" in no_history.output
+    get_settings.cache_clear()
+
+
+def test_score_cli_writes_a_ranked_csv(pipeline: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings: Settings = pipeline["settings"]
+    monkeypatch.setenv("PASSOS_HOME", str(settings.home))
+    get_settings.cache_clear()
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, ["score", "--task", "next_year", "--year", "2023", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("ra,year,task,model_version,risk_score,risk_label,rank") and len(lines) == 1015
+    get_settings.cache_clear()
