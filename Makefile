@@ -26,7 +26,7 @@ pipeline: install  ## ingest, train, score and monitor (DATA=folder to read anot
 	$(BIN)/passos run $(if $(DATA),--data-dir "$(DATA)")
 
 run: pipeline  ## the whole pipeline, then serve the API on $(HOST):$(PORT)
-	@if $(BIN)/passos serve --help >/dev/null 2>&1; then $(BIN)/passos serve --host $(HOST) --port $(PORT); fi
+	$(BIN)/passos serve --host $(HOST) --port $(PORT)
 
 test: install  ## lint, then the whole suite with the coverage gate
 	$(BIN)/ruff check .

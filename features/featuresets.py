@@ -169,14 +169,16 @@ def fase_esperada(idade_ref: float) -> float:
 
 def idade_ref(record: Mapping[str, object], year: int | None) -> float:
     """Age on 31 March of ``year``: from ``data_nasc``, else ``ano_nasc``, else ``idade``."""
-    from datetime import date
+    from datetime import date, datetime
 
     born = record.get("data_nasc")
     if year is not None and born is not None:
         if isinstance(born, str):
             born = date.fromisoformat(born[:10])
+        if isinstance(born, datetime):  # also pandas.Timestamp
+            born = date(born.year, born.month, born.day)
         if isinstance(born, date):
-            return (date(year, 3, 31) - born).days / 365.25
+            return (date(int(year), 3, 31) - born).days / 365.25
     ano_nasc = _num(record.get("ano_nasc"))
     if year is not None and not math.isnan(ano_nasc):
         return year - ano_nasc - 0.25

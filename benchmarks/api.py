@@ -1,0 +1,97 @@
+"""API latency and throughput: concurrency 1 and 16, tracing off / fallback / on, and a batch of 1,000.
+
+Usage: .venv/bin/python benchmarks/api.py [--seconds 10]
+Needs a trained registry in $PASSOS_HOME (run `make pipeline` first). Starts `passos serve` (one
+uvicorn worker) per tracing mode; the load generator runs on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import load, machine, percentiles, save  # noqa: E402
+from tests.serving.otlp_receiver import OtlpReceiver  # noqa: E402
+
+EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=os.environ | env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the service did not become ready: is there a trained registry in $PASSOS_HOME?")
+
+
+def measure(url: str, seconds: float) -> dict[str, object]:
+    body = json.dumps(EXAMPLE).encode()
+    load(url, "/predict", body, concurrency=4, seconds=1.0)  # warm-up
+    out: dict[str, object] = {
+        "c1": load(url, "/predict", body, concurrency=1, seconds=seconds),
+        "c16": load(url, "/predict", body, concurrency=16, seconds=seconds),
+    }
+    batch = json.dumps({"students": [EXAMPLE | {"ida": float(i % 10)} for i in range(1000)]})
+    with httpx.Client(base_url=url, timeout=30) as client:
+        timings = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert client.post("/predict/batch", content=batch, headers={"content-type": "application/json"}).status_code == 200
+            timings.append(time.perf_counter() - started)
+    out["batch_1000"] = percentiles(timings)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": machine(), "seconds_per_run": args.seconds}
+    base = {"PASSOS_API_KEY": "", "LANGFUSE_PUBLIC_KEY": "", "LANGFUSE_SECRET_KEY": ""}
+    modes = {"fallback (no Langfuse keys: local log only)": base | {"LANGFUSE_TRACING_ENABLED": "false"}}
+    with OtlpReceiver("ok") as receiver:
+        modes["on (local OTLP receiver)"] = base | {
+            "LANGFUSE_TRACING_ENABLED": "true",
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-bench",
+            "LANGFUSE_SECRET_KEY": "sk-lf-bench",
+            "LANGFUSE_BASE_URL": receiver.base_url,
+        }
+        for name, env in modes.items():
+            process, url = serve({k: v for k, v in env.items() if v != ""})
+            try:
+                results[name] = measure(url, args.seconds)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        results["spans_received_in_on_mode"] = len(receiver.spans)
+    save("api", results)
+
+
+if __name__ == "__main__":
+    main()
