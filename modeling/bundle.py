@@ -250,8 +250,16 @@ class ModelBundle:
         return self._reasons(matrix, self.contributions(matrix), top)
 
     def explain(self, X: np.ndarray, top: int = 3) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
-        """:meth:`predict_proba` and :meth:`reasons` together (the API's one-row path)."""
+        """:meth:`predict_proba` and :meth:`reasons` together (the API's one-row path).
+
+        For LightGBM one ``pred_contrib`` call gives both: tree SHAP values add up exactly to
+        the raw score (local accuracy), so the score needs no second pass over the trees.
+        """
         matrix = self._matrix(X)
+        if self.kind == "lightgbm":
+            full = np.asarray(self.estimator.predict(matrix, pred_contrib=True, num_threads=1))
+            contrib = full[:, :-1]
+            return self.calibrator(full.sum(axis=1)), self._reasons(matrix, contrib, top)
         return self.predict_proba(matrix), self._reasons(matrix, self.contributions(matrix), top)
 
     def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:

@@ -17,9 +17,36 @@ The procedure for one candidate on a set of training rows (:func:`fit_candidate`
 3. A ranking-preserving calibrator fitted on the validation scores (isotonic with a small
    Platt tie-breaker, or Platt alone below ``ISOTONIC_MIN_ROWS``; see :func:`fit_calibrator`).
 4. The threshold: the highest calibrated-probability cut whose recall on the validation rows
-   is at least ``recall_target`` (the programme prefers a false alarm to a missed student).
+   reaches the **operating recall** (:func:`operating_recall`): the smallest recall whose
+   one-sided Wilson lower bound, at confidence :data:`RECALL_CONFIDENCE`, is at least
+   ``recall_target``. Why: a cut set at exactly the target on a finite validation sample falls
+   short of it on a fresh sample about half the time, while the programme needs recall first
+   (a missed student gets no help, a false alarm costs a conversation). The bound asks for
+   "recall >= target with high probability on rows like the validation rows"; with ~400-550
+   positives it adds two to three points. It covers sampling noise only: a change in how the
+   target is defined (``fase ideal`` from age, then from the school grade) cannot be seen from
+   the training years and is not covered. The alternative, a margin equal to the recall lost
+   when a cut set on the earlier training year is applied to the latest one, was measured on
+   the training years of ``current`` (2022 OOF cut applied to 2023): no candidate lost recall,
+   so that margin would be zero; it is not implemented.
 5. The final scorer fitted on all training rows; it gets the rounds, calibrator and threshold
    of 2-4.
+
+Choosing the candidate (:func:`train_candidates`): the highest **validation precision at the
+operating recall**, read off each candidate's validation precision-recall curve and
+interpolated between cuts (:func:`precision_at_recall`), tie-break validation ROC-AUC, then the
+simpler model. Why this and not F2 at each candidate's own threshold: every candidate is
+compared at the same recall, the one the programme needs, so the comparison is about how many
+false alarms buy that recall. A coarse score (the rule has a handful of distinct values) cannot
+sit at the target; its own threshold overshoots to recall ~1, and F2 rewards the overshoot by
+an amount that grows with the base rate (flagging everyone scores F2 = 5p / (4p + 1), 0.89 at
+the 61% of ``next_year``'s training year), so a "flag almost everyone" baseline could win.
+Interpolation credits a coarse score with what it would give at the operating recall if its
+ties were broken at random, so it is judged on its ranking, not on its granularity. On one set
+of validation rows, precision at a fixed recall ``r`` is ``rP / (rP + FPR * N)``: it orders the
+candidates exactly as the false-positive rate at that recall (a point of the ROC curve), so the
+base rate cannot change which candidate wins. Average precision was not used: it averages over
+low recalls the programme will never operate at.
 
 :func:`train_candidates` runs it on the years before the latest labelled year and evaluates
 on that latest year, which is never used to choose anything (not the rounds, the calibration,
@@ -32,6 +59,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal, cast
 
 import lightgbm as lgb
@@ -68,6 +96,9 @@ MAX_ROUNDS = 300
 EARLY_STOPPING_ROUNDS = 30
 MIN_ROUNDS = 20
 GROUP_COLUMNS = ("genero", "instituicao", "fase")
+# Confidence that the validation recall at the threshold is not below the target by chance
+# (one-sided Wilson bound); 0.5 aims at the target itself.
+RECALL_CONFIDENCE = 0.95
 # Simpler first: on an exact tie of the selection key the simpler model wins.
 _SIMPLICITY = {"rule": 2, "logistic": 1, "lightgbm": 0}
 # Domain knowledge the data is too small to learn reliably: a lower learning indicator (IDA)
@@ -125,6 +156,7 @@ class TrainingResult:
     audit_max_auc: float
     warnings: list[str] = field(default_factory=list)
     validation: Validation = "oof"
+    recall_confidence: float = RECALL_CONFIDENCE
 
     @property
     def best(self) -> CandidateResult:
@@ -140,16 +172,20 @@ class TrainingResult:
             "train_years": list(self.train_years),
             "test_year": self.test_year,
             "recall_target": self.recall_target,
+            "recall_confidence": self.recall_confidence,
+            "operating_recall": self.best.bundle.metadata.get("operating_recall"),
             "seed": self.seed,
             "chosen": self.chosen,
             "selection_rule": self.selection_rule,
             "validation": self.validation,
-            "threshold_rule": threshold_rule(self.validation, self.recall_target),
+            "threshold_rule": threshold_rule(self.validation, self.recall_target, self.recall_confidence),
             "candidates": {
                 kind: {
                     "test": {k: result.test_metrics.get(k) for k in keep},
                     "oof": {k: result.oof_metrics.get(k) for k in keep},
-                    "validation": {k: result.validation_metrics.get(k) for k in keep},
+                    "validation": {
+                        k: result.validation_metrics.get(k) for k in (*keep, "operating_recall", "precision_at_recall")
+                    },
                     "params": result.bundle.metadata.get("params", {}),
                 }
                 for kind, result in self.candidates.items()
@@ -163,20 +199,27 @@ class TrainingResult:
 
 THRESHOLD_RULE = (
     "the highest calibrated-probability cut whose out-of-fold recall on the training years "
-    "is at least {target:.2f} (5-fold GroupKFold by student)"
+    "(5-fold GroupKFold by student) {aim}"
 )
 FORWARD_THRESHOLD_RULE = (
-    "the highest calibrated-probability cut whose recall is at least {target:.2f} on the latest "
-    "training year, scored by the same kind of model fitted on the earlier training years "
+    "the highest calibrated-probability cut whose recall on the latest training year {aim}, "
+    "that year scored by the same kind of model fitted on the earlier training years "
     "(forward validation: one year ahead, as in use; it also set the calibration, LightGBM's "
     "rounds and the choice of model)"
 )
 
 
-def threshold_rule(validation: Validation, recall_target: float) -> str:
+def threshold_rule(validation: Validation, recall_target: float, recall_confidence: float = 0.5) -> str:
     """How the threshold was chosen, in words (for the model card)."""
+    if recall_confidence > 0.5:
+        aim = (
+            f"is high enough that its one-sided {recall_confidence:.0%} Wilson lower bound is at least "
+            f"{recall_target:.2f} (a margin for sampling noise, not for a change in how the target is defined)"
+        )
+    else:
+        aim = f"is at least {recall_target:.2f}"
     template = FORWARD_THRESHOLD_RULE if validation == "forward" else THRESHOLD_RULE
-    return template.format(target=recall_target)
+    return template.format(aim=aim)
 
 
 def split_out_of_time(frame: pd.DataFrame) -> Split:
@@ -312,6 +355,84 @@ def fit_calibrator(score: np.ndarray, y: np.ndarray, *, isotonic_min_rows: int =
             tie_weight=TIE_WEIGHT if a > 0 else 0.0,
         )
     return Calibrator("platt", a=a, b=b)
+
+
+def recall_lower_bound(hits: int, positives: int, confidence: float) -> float:
+    """One-sided Wilson score lower bound of a recall of ``hits`` out of ``positives``.
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and keeps close to its
+    nominal coverage near a recall of 1, where these thresholds live. ``confidence=0.5`` gives
+    the observed recall itself.
+
+    Raises:
+        ValueError: ``positives`` < 1, ``hits`` outside ``[0, positives]`` or ``confidence``
+            outside ``[0.5, 1)``.
+    """
+    if positives < 1 or not 0 <= hits <= positives:
+        raise ValueError(f"need 0 <= hits <= positives and positives >= 1, got {hits} of {positives}")
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"confidence must be within [0.5, 1), got {confidence!r}")
+    z = NormalDist().inv_cdf(confidence)
+    n, p = float(positives), hits / positives
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - spread) / (1 + z * z / n)))
+
+
+def operating_recall(positives: int, recall_target: float, confidence: float = RECALL_CONFIDENCE) -> float:
+    """The smallest recall ``k / positives`` whose :func:`recall_lower_bound` reaches ``recall_target``.
+
+    The threshold aims here rather than at ``recall_target`` itself (see the module docstring).
+    It depends only on the number of validation positives, so every candidate validated on the
+    same rows aims at the same recall. When even finding every positive cannot certify the
+    target (few positives), it is 1.0: the best that can be asked of the validation rows.
+
+    Raises:
+        ValueError: ``positives`` < 1, ``recall_target`` outside [0, 1] or a bad ``confidence``.
+    """
+    if not 0.0 <= recall_target <= 1.0:
+        raise ValueError(f"recall_target must be within [0, 1], got {recall_target!r}")
+    if positives < 1:
+        raise ValueError("cannot set an operating recall without positive rows")
+    # The bound never exceeds the observed recall, so no k below the target's can qualify.
+    first = max(0, int(np.floor(recall_target * positives - 1e-9)))
+    for hits in range(first, positives + 1):
+        if recall_lower_bound(hits, positives, confidence) >= recall_target - 1e-12:
+            return hits / positives
+    return 1.0
+
+
+def precision_at_recall(y: np.ndarray, score: np.ndarray, recall: float) -> float | None:
+    """Precision at exactly ``recall`` on the precision-recall curve of ``score``, interpolated.
+
+    Between two consecutive cuts the alerts of the tied block are taken in a random order, so
+    true and false positives grow in proportion (the interpolation of Davis & Goadrich, 2006,
+    linear in counts, not in precision). A coarse score is thereby judged at the same recall
+    as a fine one. None when ``y`` has no positive row.
+
+    Raises:
+        ValueError: ``recall`` outside (0, 1] or ``y`` and ``score`` of different lengths.
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    if y.shape != score.shape:
+        raise ValueError(f"y has {y.size} rows but score has {score.size}")
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be within (0, 1], got {recall!r}")
+    positives = float(y.sum())
+    if positives == 0:
+        return None
+    # Alerts at each distinct cut, highest cut first: cumulative counts of whole tied blocks.
+    cuts, inverse = np.unique(-score, return_inverse=True)
+    tp = np.cumsum(np.bincount(inverse, weights=y, minlength=cuts.size))
+    fp = np.cumsum(np.bincount(inverse, weights=1.0 - y, minlength=cuts.size))
+    wanted = recall * positives
+    i = int(np.searchsorted(tp, wanted - 1e-9, side="left"))
+    tp_before = tp[i - 1] if i else 0.0
+    fp_before = fp[i - 1] if i else 0.0
+    share = (wanted - tp_before) / (tp[i] - tp_before)
+    false_alarms = fp_before + share * (fp[i] - fp_before)
+    return float(wanted / (wanted + false_alarms))
 
 
 def choose_threshold(y: np.ndarray, proba: np.ndarray, recall_target: float) -> float:
@@ -511,7 +632,13 @@ def _folds(groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 def fit_candidate(
-    kind: Kind, frame: pd.DataFrame, task: str, *, recall_target: float, seed: int
+    kind: Kind,
+    frame: pd.DataFrame,
+    task: str,
+    *,
+    recall_target: float,
+    seed: int,
+    recall_confidence: float = RECALL_CONFIDENCE,
 ) -> tuple[ModelBundle, np.ndarray]:
     """Run the module's procedure (OOF, calibration, threshold, final fit) on labelled rows.
 
@@ -520,14 +647,17 @@ def fit_candidate(
         frame: training rows (``ra``, ``year``, ``target`` and the task's features); rows of
             unknown target are dropped.
         task: ``"current"`` or ``"next_year"``.
-        recall_target: the OOF recall the threshold must reach.
+        recall_target: the validation recall the threshold must reach, with confidence
+            ``recall_confidence`` (see :func:`operating_recall`).
         seed: seeds the folds and LightGBM.
+        recall_confidence: confidence of the recall bound; 0.5 aims at ``recall_target`` itself.
 
     Returns:
         The bundle and the calibrated OOF probabilities of the labelled rows (in frame order).
         ``bundle.metadata`` records which validation set the rounds, calibration and threshold
-        (``"validation"``: ``"forward"`` or ``"oof"``), its years and its metrics
-        (``"validation_metrics"``).
+        (``"validation"``: ``"forward"`` or ``"oof"``), its years, the recall aimed at
+        (``"operating_recall"``) and its metrics (``"validation_metrics"``, with
+        ``precision_at_recall``, the interpolated precision at the operating recall).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown candidate kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -570,7 +700,12 @@ def fit_candidate(
     calibrator = fit_calibrator(raw_val, y_val)
     oof_proba = calibrator(oof_raw)
     validation_proba = calibrator(raw_val)
-    threshold = choose_threshold(y_val, validation_proba, recall_target)
+    aim = operating_recall(int(y_val.sum()), recall_target, recall_confidence)
+    threshold = choose_threshold(y_val, validation_proba, aim)
+    validation_metrics = evaluate(y_val, validation_proba, threshold)
+    validation_metrics.update(
+        operating_recall=aim, precision_at_recall=precision_at_recall(y_val, validation_proba, aim)
+    )
     bundle = ModelBundle(
         task=task,
         kind=kind,
@@ -584,22 +719,25 @@ def fit_candidate(
             "n_train": len(y),
             "positives_train": int(y.sum()),
             "recall_target": recall_target,
+            "recall_confidence": recall_confidence,
+            "operating_recall": aim,
             "seed": seed,
             "folds": len(folds),
             "calibration": calibrator.method,
             "params": params,
             "validation": validation,
             "validation_years": validation_years,
-            "validation_metrics": evaluate(y_val, validation_proba, threshold),
+            "validation_metrics": validation_metrics,
             "oof_metrics": evaluate(y, oof_proba, threshold),
         },
     )
     logger.info(
-        "fitted %s for %s on %d rows: threshold %.3f (%s calibration on %s validation, years %s)",
+        "fitted %s for %s on %d rows: threshold %.3f for recall %.3f (%s calibration on %s validation, years %s)",
         kind,
         task,
         len(y),
         threshold,
+        aim,
         calibrator.method,
         validation,
         validation_years,
@@ -611,8 +749,8 @@ def _groups(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     return {name: rows[name].to_numpy(dtype=object) for name in GROUP_COLUMNS if name in rows}
 
 
-def _selection_key(metrics: Mapping[str, Any], kind: str) -> tuple[float, float, int]:
-    return (round(metrics.get("f2") or 0.0, 3), round(metrics.get("roc_auc") or 0.0, 3), _SIMPLICITY[kind])
+def _selection_key(precision: float | None, roc_auc: float | None, kind: str) -> tuple[float, float, int]:
+    return (round(precision or 0.0, 3), round(roc_auc or 0.0, 3), _SIMPLICITY[kind])
 
 
 def train_candidates(
@@ -624,25 +762,28 @@ def train_candidates(
     kinds: Sequence[Kind] = KINDS,
     audit_max_auc: float | None = None,
     select_on: Literal["oof", "test"] = "oof",
+    recall_confidence: float = RECALL_CONFIDENCE,
 ) -> TrainingResult:
     """Fit every candidate on the training years, evaluate on the held-out year, choose one.
 
-    Selection rule (``select_on="oof"``, the default): the highest out-of-fold F2 on the
-    training years at each candidate's own threshold, tie-break OOF ROC-AUC, then the simpler
-    model. Every threshold is set for the same OOF recall, so F2 there mostly ranks precision
-    at the recall the programme needs, and F2 weighs recall above precision for what is left.
-    Choosing on the train side keeps the test year untouched: the chosen model's test figure
-    is an honest estimate, not the best of three draws. ``select_on="test"`` applies the same
-    key to the test-year metrics instead (a shade optimistic; for comparison only).
+    Selection rule (``select_on="oof"``, the default): the highest precision at the operating
+    recall on the validation rows (forward validation when the training years allow it, else
+    out-of-fold; interpolated, :func:`precision_at_recall`), tie-break validation ROC-AUC, then
+    the simpler model. The module docstring says why this and not F2. Choosing on the training
+    side keeps the test year untouched: the chosen model's test figure is an honest estimate,
+    not the best of three draws. ``select_on="test"`` applies the same key to the test-year
+    predictions at ``recall_target`` instead (optimistic; for comparison only).
 
     Args:
         frame: the feature frame (``ra, year, target`` and the task's features).
         task: ``"current"`` or ``"next_year"``.
-        recall_target: the OOF recall each candidate's threshold must reach.
+        recall_target: the validation recall each candidate's threshold must reach, with
+            confidence ``recall_confidence``.
         seed: seeds folds and LightGBM; the same seed gives the same scores.
         kinds: the candidates to fit.
         audit_max_auc: the leakage audit's limit; default ``settings.audit_max_auc``.
-        select_on: ``"oof"`` (default) or ``"test"``; see above.
+        select_on: ``"oof"`` (default: the validation rows) or ``"test"``; see above.
+        recall_confidence: see :func:`operating_recall`; 0.5 aims at ``recall_target`` itself.
 
     A candidate whose OOF ROC-AUC exceeds ``audit_max_auc`` is recorded in
     ``TrainingResult.warnings`` (a target recomputed from several features together, which the
@@ -658,7 +799,9 @@ def train_candidates(
     train_groups = _groups(split.train)
     y_train = split.train["target"].to_numpy(dtype=np.float64)
     for kind in kinds:
-        bundle, oof_proba = fit_candidate(kind, split.train, task, recall_target=recall_target, seed=seed)
+        bundle, oof_proba = fit_candidate(
+            kind, split.train, task, recall_target=recall_target, seed=seed, recall_confidence=recall_confidence
+        )
         oof_metrics = evaluate(y_train, oof_proba, bundle.threshold, groups=train_groups)
         if split.test is None:
             # One labelled year: the OOF predictions are the only held-out ones there are.
@@ -676,18 +819,31 @@ def train_candidates(
     validation: Validation = (
         "forward" if all(c.bundle.metadata["validation"] == "forward" for c in candidates.values()) else "oof"
     )
+    keys: dict[str, tuple[float, float, int]] = {}
+    for kind, candidate in candidates.items():
+        if select_on == "test":
+            held = candidate.test_predictions
+            precision = precision_at_recall(held.y_true, held.y_score, recall_target) if held.y_true.any() else None
+            keys[kind] = _selection_key(precision, candidate.test_metrics.get("roc_auc"), kind)
+        else:
+            metrics = candidate.validation_metrics
+            keys[kind] = _selection_key(metrics.get("precision_at_recall"), metrics.get("roc_auc"), kind)
+    chosen = max(keys, key=lambda k: keys[k])
+    aim = candidates[chosen].bundle.metadata["operating_recall"]
     if select_on == "test":
-        source, described = "test_metrics", "test-year"
+        described = f"test-year precision at recall {recall_target:.2f}"
     elif validation == "forward":
-        years = candidates[next(iter(candidates))].bundle.metadata["validation_years"]
-        source, described = (
-            "validation_metrics",
-            f"forward-validation (fit on the earlier training years, scored on {years[0]})",
+        years = candidates[chosen].bundle.metadata["validation_years"]
+        described = (
+            f"forward-validation precision at recall {aim:.3f} (fit on the earlier training years, "
+            f"scored on {years[0]})"
         )
     else:
-        source, described = "oof_metrics", "out-of-fold"
-    chosen = max(candidates, key=lambda k: _selection_key(getattr(candidates[k], source), k))
-    rule = f"highest {described} F2 at the candidate's threshold, tie-break ROC-AUC, then the simpler model"
+        described = f"out-of-fold precision at recall {aim:.3f}"
+    rule = (
+        f"highest {described}, every candidate read at that same recall on its interpolated "
+        "precision-recall curve; tie-break ROC-AUC, then the simpler model"
+    )
     logger.info(
         "task %s (%s, train %s, test %s): chose %s; test recall %s, precision %s",
         task,
@@ -712,6 +868,7 @@ def train_candidates(
         audit_max_auc=max_auc,
         warnings=notes,
         validation=validation,
+        recall_confidence=recall_confidence,
     )
 
 
@@ -743,11 +900,13 @@ def refit_on_all(
     recall_target: float,
     seed: int,
     audit_max_auc: float | None = None,
+    recall_confidence: float = RECALL_CONFIDENCE,
 ) -> ModelBundle:
     """The same kind of model, refitted on every labelled year (the served model once accepted).
 
-    The procedure is unchanged (OOF over all years for the calibration and threshold, then a
-    final fit on all rows), so the served threshold still aims at ``recall_target``. The
+    The procedure is unchanged (forward validation on the latest labelled year, or OOF, for
+    the calibration and threshold, then a final fit on all rows), so the served threshold
+    still aims at ``recall_target`` with confidence ``recall_confidence``. The
     returned bundle has no held-out evaluation of its own: its honest figures are those of the
     candidate it was refitted from (kept in ``metadata["evaluated_as"]``).
     """
@@ -755,7 +914,9 @@ def refit_on_all(
     max_auc = get_settings().audit_max_auc if audit_max_auc is None else audit_max_auc
     labelled = frame.loc[frame["target"].notna()].reset_index(drop=True)
     assert_no_leakage(labelled, bundle.task, max_auc=max_auc)
-    refit, _ = fit_candidate(bundle.kind, labelled, bundle.task, recall_target=recall_target, seed=seed)
+    refit, _ = fit_candidate(
+        bundle.kind, labelled, bundle.task, recall_target=recall_target, seed=seed, recall_confidence=recall_confidence
+    )
     refit.metadata.update(
         protocol="refit_all_years",
         test_year=None,

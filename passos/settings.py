@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     warehouse_lock_retries: int = Field(default=5, ge=0)
     warehouse_lock_wait_s: float = Field(default=1.0, ge=0.0)
 
+    # batch scoring at scale and the Prefect deployments
+    batch_partition_rows: int = Field(default=100_000, ge=1, description="Target rows per scoring partition.")
+    batch_workers: int | None = Field(default=None, ge=1, description="Local scoring threads (default: CPU count).")
+    schedule_timezone: str = Field(default="America/Sao_Paulo", description="IANA zone of the deployment schedules.")
+    serve_limit: int = Field(default=2, ge=1, description="Flow runs the serve process runs at once.")
+
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"

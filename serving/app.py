@@ -85,7 +85,7 @@ def require_api_key(request: Request, services: ServicesDep) -> None:
 AuthDep = Depends(require_api_key)
 
 
-def predict_rows(loaded: Loaded, students: list[BaseModel]) -> list[dict[str, Any]]:
+def predict_rows(loaded: Loaded, students: list[BaseModel], *, reasons: bool = True) -> list[dict[str, Any]]:
     """Score students with one model: risk, label, reasons, and which fields were missing or ignored."""
     used = feature_names(loaded.task)
     used_set = set(used)
@@ -95,10 +95,13 @@ def predict_rows(loaded: Loaded, students: list[BaseModel]) -> list[dict[str, An
         sent_names.append(sent)
         records.append(derive(sent, year=sent.get("year")))
     matrix = encode(records, loaded.task)
-    scores, reasons = loaded.model.explain(matrix)
+    if reasons:
+        scores, why_all = loaded.model.explain(matrix)
+    else:
+        scores, why_all = loaded.model.predict_proba(matrix), [[] for _ in students]
     threshold = loaded.threshold
     out = []
-    for record, sent, score, why in zip(records, sent_names, scores, reasons, strict=True):
+    for record, sent, score, why in zip(records, sent_names, scores, why_all, strict=True):
         out.append(
             {
                 "risk_score": float(score),
@@ -122,7 +125,7 @@ def _model_or_503(services: Services, task: str) -> Loaded:
     return loaded
 
 
-def _record(
+def _log(
     services: Services,
     endpoint: str,
     request_id: str,
@@ -131,7 +134,8 @@ def _record(
     latency_ms: float,
     task: str,
     error: str | None = None,
-) -> None:
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Append one prediction to the local log; returns (inputs, output, student hash) for tracing."""
     raw_id = getattr(student, "student_id", None)
     student_hash = hash_student_id(raw_id, services.salt) if raw_id else None
     inputs = {k: v for k, v in student.__dict__.items() if v is not None and k not in ("student_id", "task")}
@@ -150,16 +154,61 @@ def _record(
             "error": error,
         }
     )
+    return inputs, output, student_hash
+
+
+def _record(
+    services: Services,
+    endpoint: str,
+    request_id: str,
+    student: BaseModel,
+    result: dict[str, Any] | None,
+    latency_ms: float,
+    task: str,
+    error: str | None = None,
+) -> None:
+    """Log one prediction locally and trace it (one trace per /predict call)."""
+    inputs, output, student_hash = _log(services, endpoint, request_id, student, result, latency_ms, task, error)
     services.tracer.record(
         name=endpoint,
         request_id=request_id,
         inputs=inputs,
         output=output,
-        model_version=version,
+        model_version=result["model_version"] if result else None,
         task=task,
         latency_ms=latency_ms,
         error=error,
         student_hash=student_hash,
+    )
+
+
+def _record_batch(
+    services: Services,
+    request_id: str,
+    students: list[BaseModel],
+    results: list[dict[str, Any]] | None,
+    latency_ms: float,
+    task: str,
+    error: str | None = None,
+) -> None:
+    """Log every student locally; trace the call once (inputs and outputs as lists)."""
+    inputs, outputs = [], []
+    for i, student in enumerate(students):
+        result = results[i] if results else None
+        student_inputs, output, _ = _log(
+            services, "predict_batch", request_id, student, result, latency_ms, task, error
+        )
+        inputs.append(student_inputs)
+        outputs.append(output)
+    services.tracer.record(
+        name="predict_batch",
+        request_id=request_id,
+        inputs={"students": inputs},
+        output={"predictions": outputs},
+        model_version=results[0]["model_version"] if results else None,
+        task=task,
+        latency_ms=latency_ms,
+        error=error,
     )
 
 
@@ -334,13 +383,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             loaded = _model_or_503(services, body.task)
         except HTTPException as error:
             latency = (time.perf_counter() - started) * 1000
-            for student in body.students:
-                _record(services, "predict_batch", request_id, student, None, latency, body.task, str(error.detail))
+            _record_batch(services, request_id, body.students, None, latency, body.task, str(error.detail))
             raise
-        results = predict_rows(loaded, body.students)
+        results = predict_rows(loaded, body.students, reasons=body.include_reasons)
         latency = (time.perf_counter() - started) * 1000
-        for student, result in zip(body.students, results, strict=True):
-            _record(services, "predict_batch", request_id, student, result, latency, body.task)
+        _record_batch(services, request_id, body.students, results, latency, body.task)
         return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
             headers={"x-request-id": request_id},
