@@ -57,14 +57,17 @@ def measure(url: str, seconds: float) -> dict[str, object]:
         "c1": load(url, "/predict", body, concurrency=1, seconds=seconds),
         "c16": load(url, "/predict", body, concurrency=16, seconds=seconds),
     }
-    batch = json.dumps({"students": [EXAMPLE | {"ida": float(i % 10)} for i in range(1000)]})
+    students = [EXAMPLE | {"ida": float(i % 10)} for i in range(1000)]
     with httpx.Client(base_url=url, timeout=30) as client:
-        timings = []
-        for _ in range(20):
-            started = time.perf_counter()
-            assert client.post("/predict/batch", content=batch, headers={"content-type": "application/json"}).status_code == 200
-            timings.append(time.perf_counter() - started)
-    out["batch_1000"] = percentiles(timings)
+        for reasons in (True, False):
+            batch = json.dumps({"students": students, "include_reasons": reasons})
+            timings = []
+            for _ in range(20):
+                started = time.perf_counter()
+                response = client.post("/predict/batch", content=batch, headers={"content-type": "application/json"})
+                assert response.status_code == 200
+                timings.append(time.perf_counter() - started)
+            out["batch_1000_with_reasons" if reasons else "batch_1000_scores_only"] = percentiles(timings)
     return out
 
 

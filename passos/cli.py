@@ -144,6 +144,19 @@ def score(
     typer.echo(json.dumps(result))
 
 
+@app.command()
+def drift(
+    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
+    year: Annotated[int | None, typer.Option(help="Year to check (default: the latest).")] = None,
+    window_days: Annotated[int, typer.Option(help="Days of the prediction log to check.")] = 30,
+) -> None:
+    """Drift reports: the latest year and the prediction log against each champion's training data."""
+    from flows.drift import drift_flow
+
+    result = drift_flow(task=task, year=year, window_days=window_days)
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
 def _registry():  # type: ignore[no-untyped-def]
     from modeling.registry import Registry
     from passos.settings import get_settings
@@ -228,6 +241,43 @@ def _sync_registry_table() -> None:
 
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+@app.command("batch-score")
+def batch_score(
+    task: Annotated[str, typer.Option(help="current | next_year")] = "current",
+    source: Annotated[
+        Path | None, typer.Option(help="A Parquet file or folder (default: a warehouse year, see --year).")
+    ] = None,
+    year: Annotated[
+        int | None, typer.Option(help="Warehouse year to score when no --source (default: latest).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default $PASSOS_HOME/batch_scores/...).")] = None,
+    reasons: Annotated[bool, typer.Option(help="Add the top reasons per row (slower).")] = False,
+    partition_rows: Annotated[int | None, typer.Option(help="Rows per partition (default setting).")] = None,
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (default PASSOS_DASK_ADDRESS).")] = None,
+) -> None:
+    """Score a Parquet file or a warehouse year in partitions into Parquet (locally or on Dask)."""
+    from flows.batch_score import batch_score_flow
+
+    result = batch_score_flow(
+        task=task,
+        source=str(source) if source else None,
+        year=year,
+        out=str(out) if out else None,
+        reasons=reasons,
+        partition_rows=partition_rows,
+        dask_address=dask_address,
+    )
+    typer.echo(json.dumps(result, default=str))
+
+
+@app.command()
+def deploy() -> None:
+    """Register the Prefect deployments and run their flow runs until Ctrl-C (needs PREFECT_API_URL)."""
+    from deployments.deploy import main as serve_deployments
+
+    serve_deployments()
 
 
 if __name__ == "__main__":

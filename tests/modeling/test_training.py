@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binom
 from sklearn.isotonic import IsotonicRegression
 
 from features.featuresets import encode_frame
@@ -19,6 +21,9 @@ from modeling.training import (
     fit_calibrator,
     fit_candidate,
     forward_split,
+    operating_recall,
+    precision_at_recall,
+    recall_lower_bound,
     refit_on_all,
     split_out_of_time,
     train_candidates,
@@ -266,3 +271,113 @@ def test_calibration_keeps_the_ranking_of_near_separable_scores() -> None:
     assert roc_auc_score(y_later, calibrator(later)) == pytest.approx(roc_auc_score(y_later, later))
     plain = IsotonicRegression(out_of_bounds="clip").fit(score, y).predict(later)
     assert roc_auc_score(y_later, plain) < roc_auc_score(y_later, later) - 0.1  # what the blend prevents
+
+
+def test_wilson_bound_matches_the_formula_and_its_coverage() -> None:
+    # statsmodels proportion_confint(90, 100, alpha=0.1, method="wilson") gives 0.83964 as lower end.
+    assert recall_lower_bound(90, 100, 0.95) == pytest.approx(0.83964, abs=1e-5)
+    assert recall_lower_bound(90, 100, 0.5) == pytest.approx(0.9)
+    assert recall_lower_bound(0, 10, 0.95) == 0.0 and recall_lower_bound(10, 10, 0.95) < 1.0
+    # Exact coverage: with a true recall of 0.90, how often does the bound claim >= 0.90?
+    hits = np.arange(401)
+    certified = np.array([recall_lower_bound(int(k), 400, 0.95) >= 0.9 for k in hits])
+    assert binom.pmf(hits, 400, 0.9)[certified].sum() < 0.07  # ~5%, as a 95% bound should
+    at_half = np.array([recall_lower_bound(int(k), 400, 0.5) >= 0.9 for k in hits])
+    assert 0.4 < binom.pmf(hits, 400, 0.9)[at_half].sum() < 0.6  # aiming at the target: a coin flip
+    for bad in ((11, 10, 0.95), (-1, 10, 0.95), (1, 0, 0.95), (5, 10, 1.0), (5, 10, 0.4)):
+        with pytest.raises(ValueError):
+            recall_lower_bound(*bad)
+
+
+def test_operating_recall_is_the_smallest_certified_recall() -> None:
+    for positives in (50, 366, 550, 2000):
+        aim = operating_recall(positives, 0.9, 0.95)
+        hits = round(aim * positives)
+        assert recall_lower_bound(hits, positives, 0.95) >= 0.9 > recall_lower_bound(hits - 1, positives, 0.95)
+        assert operating_recall(positives, 0.9, 0.5) == math.ceil(0.9 * positives) / positives
+    assert 0.92 < operating_recall(550, 0.9) < 0.925  # the real validation years: ~2 points
+    assert operating_recall(2000, 0.9) < operating_recall(366, 0.9)  # more rows, smaller margin
+    assert operating_recall(10, 0.9) == 1.0  # cannot be certified: find every positive
+    assert operating_recall(10, 0.0) == 0.0
+    with pytest.raises(ValueError, match="positive"):
+        operating_recall(0, 0.9)
+    with pytest.raises(ValueError, match="recall_target"):
+        operating_recall(10, 1.5)
+
+
+def test_precision_at_recall_interpolates_between_cuts() -> None:
+    y = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=float)
+    fine = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    assert precision_at_recall(y, fine, 0.5) == pytest.approx(1.0)  # the top two rows
+    assert precision_at_recall(y, fine, 0.75) == pytest.approx(3 / 4)
+    assert precision_at_recall(y, fine, 1.0) == pytest.approx(4 / 6)
+    # A coarse score: one tied block of all rows. Taken in random order, true and false
+    # positives grow together, so precision is the block's share of positives at any recall.
+    assert precision_at_recall(y, np.zeros(8), 0.5) == pytest.approx(0.5)
+    # Half-way into a block of 2 positives and 2 negatives after a clean top row.
+    coarse = np.array([2.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    y2 = np.array([1, 1, 1, 0, 0, 1, 0, 0], dtype=float)
+    # recall 0.5 = 2 of 4 positives: the top row plus half of the block's 2 positives and 2 negatives.
+    assert precision_at_recall(y2, coarse, 0.5) == pytest.approx(2 / 3)
+    assert precision_at_recall(np.zeros(3), np.arange(3.0), 0.9) is None
+    with pytest.raises(ValueError, match="recall"):
+        precision_at_recall(y, fine, 0.0)
+    with pytest.raises(ValueError, match="rows"):
+        precision_at_recall(y, fine[:3], 0.5)
+
+
+def test_precision_at_recall_ranks_scores_the_same_at_any_base_rate() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(600) < 0.6).astype(float)
+    good = y + rng.normal(0, 0.7, y.size)
+    poor = y + rng.normal(0, 1.5, y.size)
+    negatives = y == 0
+    # The same students, with every negative counted three times (base rate 60% -> ~33%).
+    y_low = np.concatenate([y, y[negatives], y[negatives]])
+    at = {
+        name: (
+            precision_at_recall(y, s, 0.9),
+            precision_at_recall(y_low, np.concatenate([s, s[negatives], s[negatives]]), 0.9),
+        )
+        for name, s in (("good", good), ("poor", poor))
+    }
+    assert at["good"][0] > at["poor"][0] and at["good"][1] > at["poor"][1]
+    assert at["good"][1] < at["good"][0]  # precision itself does move with the base rate
+
+
+def test_threshold_aims_at_the_certified_recall(frame: pd.DataFrame) -> None:
+    aimed, _ = fit_candidate("logistic", frame, "current", recall_target=TARGET, seed=3)
+    plain, _ = fit_candidate("logistic", frame, "current", recall_target=TARGET, seed=3, recall_confidence=0.5)
+    positives = aimed.metadata["validation_metrics"]["positives"]
+    assert aimed.metadata["operating_recall"] == operating_recall(positives, TARGET, 0.95) > TARGET
+    assert plain.metadata["operating_recall"] == math.ceil(TARGET * positives) / positives
+    assert aimed.metadata["validation_metrics"]["recall"] >= aimed.metadata["operating_recall"]
+    assert aimed.threshold < plain.threshold  # a lower cut, to find more students
+    assert aimed.metadata["validation_metrics"]["precision_at_recall"] is not None
+
+
+def test_a_flag_almost_everyone_baseline_does_not_win_at_a_high_base_rate() -> None:
+    """F2 at each candidate's own threshold would choose the rule here; precision at a common recall does not."""
+    frame = make_feature_frame("next_year", years=(2022,), n_per_year=500, seed=8)
+    rng = np.random.default_rng(8)
+    logit = 1.5 * (frame["idade_menos_fase"] - 8.5) - 0.5 * (frame["ida"].fillna(5.0) - 5.0)
+    frame["target"] = (logit + rng.normal(0, 1, len(frame)) > -2.0).astype(float)  # ~80% behind
+    frame["defasagem"] = np.where(rng.random(len(frame)) < 0.95, -1.0, 0.0)  # the rule flags ~everyone
+    result = train_candidates(frame, "next_year", recall_target=TARGET, seed=0, kinds=("logistic", "rule"))
+    rule, logistic = result.candidates["rule"].validation_metrics, result.candidates["logistic"].validation_metrics
+    assert frame["target"].mean() > 0.7
+    assert rule["recall"] > 0.95 and rule["f2"] > logistic["f2"]  # what the old key rewarded
+    assert logistic["precision_at_recall"] > rule["precision_at_recall"]
+    assert result.chosen == "logistic"
+    assert "precision at recall" in result.selection_rule
+
+
+def test_card_metadata_records_the_operating_recall(result: TrainingResult) -> None:
+    meta = result.card_metadata()
+    assert meta["recall_confidence"] == 0.95
+    assert meta["operating_recall"] == result.best.bundle.metadata["operating_recall"] > TARGET
+    assert "Wilson lower bound" in meta["threshold_rule"]
+    for facts in meta["candidates"].values():
+        assert facts["validation"]["operating_recall"] == meta["operating_recall"]
+    chosen = result.best.validation_metrics["precision_at_recall"]
+    assert all(c.validation_metrics["precision_at_recall"] <= chosen for c in result.candidates.values())

@@ -1,0 +1,119 @@
+"""The Prefect deployments of passos, and the serve process that registers and runs them.
+
+One long-running process (``passos deploy``, started by ``make prefect``) registers every
+deployment with the Prefect API named by ``PREFECT_API_URL`` and runs their flow runs, each in a
+subprocess of its own. No work pool is needed on one machine; past one machine the same
+deployments move to a work pool (see docs/operating.md).
+
+Two choices matter to ops:
+
+* ``pause_on_shutdown=False``: Prefect's default pauses every schedule when the serve process
+  stops, so a restart or a crash would silently stop the weekly retrain. Here the schedules
+  stay active; runs due while the process is down show as *Late* in the UI and start as soon
+  as it is back.
+* the flows raise on errors, so a retrain that fails shows as *Failed* (red) in the UI, with
+  the traceback in its logs. A candidate that the recall gate rejects is not a failure: the
+  run is *Completed* and its ``train-verdicts`` artifact says **rejected**.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import Flow, serve
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
+
+from passos.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+TAGS = ["passos"]
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One deployment: which flow, its name, schedule (cron, None = on demand) and default parameters."""
+
+    flow: str  # "module:attribute", imported only when the deployment is built
+    name: str
+    description: str
+    cron: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    concurrency_limit: int | None = 1
+
+
+SPECS: tuple[DeploymentSpec, ...] = (
+    DeploymentSpec(
+        "flows.ingest:ingest_flow",
+        "ingest",
+        "Load PEDE files into the warehouse. `sources`: files or folders (empty = PASSOS_DATA_DIR).",
+        parameters={"sources": None},
+    ),
+    DeploymentSpec(
+        "flows.train:train_flow",
+        "retrain-weekly",
+        "Retrain and gate both tasks every Monday 03:00; `task` (current | next_year | all) and "
+        "`min_recall` (empty = PASSOS_GATE_MIN_RECALL) can be changed per run.",
+        cron="0 3 * * 1",
+        parameters={"task": "all", "min_recall": None},
+    ),
+    DeploymentSpec(
+        "flows.drift:drift_flow",
+        "drift-daily",
+        "Compare the latest year and the prediction log with each champion's training data, daily at 05:30.",
+        cron="30 5 * * *",
+        parameters={"task": "all"},
+    ),
+    DeploymentSpec(
+        "flows.batch_score:batch_score_flow",
+        "batch-score-nightly",
+        "Score the latest warehouse year (or a Parquet `source`) into Parquet, nightly at 02:00.",
+        cron="0 2 * * *",
+        parameters={"task": "current"},
+    ),
+    DeploymentSpec(
+        "flows.pipeline:pipeline_flow",
+        "pipeline",
+        "The whole pipeline on demand: ingest, train, score, drift.",
+        parameters={"data_dir": None},
+    ),
+)
+
+
+def _load_flow(reference: str) -> Flow[..., Any]:
+    import importlib
+
+    module, attribute = reference.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment]:
+    """The deployments of :data:`SPECS`, schedules in ``PASSOS_SCHEDULE_TIMEZONE``."""
+    settings = settings or get_settings()
+    deployments = []
+    for spec in SPECS:
+        flow = _load_flow(spec.flow)
+        deployments.append(
+            flow.to_deployment(
+                spec.name,
+                schedules=[Cron(spec.cron, timezone=settings.schedule_timezone)] if spec.cron else None,
+                parameters=spec.parameters,
+                description=spec.description,
+                tags=TAGS,
+                concurrency_limit=spec.concurrency_limit,
+                # the project is installed, so the module path works from any working directory
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return deployments
+
+
+def main(settings: Settings | None = None) -> None:
+    """Register every deployment and run their flow runs until interrupted (Ctrl-C or SIGTERM)."""
+    settings = settings or get_settings()
+    deployments = build_deployments(settings)
+    logger.info("serving %s", ", ".join(f"{d.flow_name}/{d.name}" for d in deployments))
+    serve(*deployments, pause_on_shutdown=False, limit=settings.serve_limit, print_starting_message=False)
