@@ -53,11 +53,10 @@ RUN set -e; \
     /opt/venv/bin/pip check; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     for pkg in pandas numpy scipy sklearn pyarrow matplotlib statsmodels; do \
-        [ -d "$site/$pkg" ] && find "$site/$pkg" -depth -type d -name tests -exec rm -rf {} +; \
+        if [ -d "$site/$pkg" ]; then find "$site/$pkg" -depth -type d -name tests -exec rm -rf {} +; fi; \
     done; \
     /opt/venv/bin/pip uninstall -q -y pip; \
-    find /opt/venv -depth -type d -name __pycache__ -path '*/tests/*' -exec rm -rf {} +; \
-    /opt/venv/bin/python -c "import serving.app, flows.pipeline, monitoring.evidently_adapter, lightgbm"
+    rm -rf /src/build
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="passos" \
@@ -74,6 +73,9 @@ RUN if ! ldconfig -p | grep -q 'libgomp\.so\.1'; then \
     && chown -R passos:passos /var/lib/passos
 COPY --from=builder /opt/venv /opt/venv
 COPY scripts/docker_entrypoint.sh /usr/local/bin/passos-entrypoint
+# Fail the build, not the first request, when a runtime library is missing.
+RUN cd / && PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c \
+    "import serving.app, flows.pipeline, monitoring.evidently_adapter, lightgbm, asyncpg"
 ENV PATH=/opt/venv/bin:$PATH \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \

@@ -41,3 +41,11 @@ format: install
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache .coverage* htmlcov
+
+.PHONY: prefect bench-batch
+
+prefect: install  ## a local Prefect server on 127.0.0.1:4200 with the deployments served (Ctrl-C stops both)
+	BIN="$(CURDIR)/$(BIN)" scripts/prefect_up.sh
+
+bench-batch: install  ## batch scoring benchmark: 1,000,000 synthetic student-years, Parquet to Parquet
+	$(BIN)/python benchmarks/batch_score.py

@@ -49,10 +49,17 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "mean_ms": round(statistics.fmean(ordered) * 1000, 3)}
+    return {
+        "p50_ms": at(0.50),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
 
 
-async def _worker(host: str, port: int, request: bytes, until: float, latencies: list[float], errors: list[str]) -> None:
+async def _worker(
+    host: str, port: int, request: bytes, until: float, latencies: list[float], errors: list[str]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < until:
@@ -72,7 +79,9 @@ async def _worker(host: str, port: int, request: bytes, until: float, latencies:
         writer.close()
 
 
-def load(url: str, path: str, body: bytes, *, concurrency: int, seconds: float, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def load(
+    url: str, path: str, body: bytes, *, concurrency: int, seconds: float, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Keep ``concurrency`` keep-alive connections busy for ``seconds``; latency and throughput."""
     host, port = url.removeprefix("http://").split(":")
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())

@@ -20,8 +20,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import load, machine, percentiles, save  # noqa: E402
-from tests.serving.otlp_receiver import OtlpReceiver  # noqa: E402
+from benchmarks._common import load, machine, percentiles, save
+from tests.serving.otlp_receiver import OtlpReceiver
 
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
 

@@ -277,6 +277,7 @@ def deploy() -> None:
     """Register the Prefect deployments and run their flow runs until Ctrl-C (needs PREFECT_API_URL)."""
     from deployments.deploy import main as serve_deployments
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API call otherwise
     serve_deployments()
 
 
