@@ -27,7 +27,7 @@ RUN python3 -m venv /opt/venv \
          && printf '%s\n' "$EXTRA_CA_CERTS" >> /etc/pip-ca.pem; \
        fi
 # Dependencies first, in their own layer: a change to the code does not reinstall them.
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt ./
 RUN set -e; \
     if [ -f /etc/pip-ca.pem ]; then export PIP_CERT=/etc/pip-ca.pem; fi; \
     [ -n "$PIP_INDEX_URL" ] || unset PIP_INDEX_URL; \
@@ -35,6 +35,7 @@ RUN set -e; \
     python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt; \
     /opt/venv/bin/pip install -q --upgrade pip; \
     /opt/venv/bin/pip install -q -c constraints.txt -r /tmp/requirements.txt
+COPY README.md ./
 COPY passos passos
 COPY flows flows
 COPY features features

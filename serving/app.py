@@ -294,6 +294,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={422: {"model": ErrorResponse}},
     )
 
+    error_responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorResponse, "description": "body is not decodable"},
+        401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key (when PASSOS_API_KEY is set)"},
+        413: {"model": ErrorResponse, "description": "body or batch over the limit"},
+        503: {"model": ErrorResponse, "description": "no model loaded for the task"},
+    }
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         errors = []
@@ -325,7 +332,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
-    @app.get("/model", tags=["ops"], dependencies=[AuthDep])
+    @app.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: error_responses[401]})
     async def model(services: ServicesDep) -> dict[str, Any]:
         """The champion's metadata per task: version, metrics, threshold, trained at, features."""
         out: dict[str, Any] = {}
@@ -345,7 +352,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         return out
 
-    @app.post("/predict", tags=["predict"], response_model=Prediction, dependencies=[AuthDep])
+    @app.post(
+        "/predict", tags=["predict"], response_model=Prediction, dependencies=[AuthDep], responses=error_responses
+    )
     async def predict(body: PredictRequest, services: ServicesDep) -> FastJSON:  # type: ignore[valid-type]
         """Risk for one student. Every field is optional; `task` picks the model (default `current`)."""
         started = time.perf_counter()
@@ -369,7 +378,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _record(services, "predict", request_id, body, result, (time.perf_counter() - started) * 1000, task)
         return FastJSON(result, headers={"x-request-id": request_id})
 
-    @app.post("/predict/batch", tags=["predict"], response_model=BatchPrediction, dependencies=[AuthDep])
+    @app.post(
+        "/predict/batch",
+        tags=["predict"],
+        response_model=BatchPrediction,
+        dependencies=[AuthDep],
+        responses=error_responses,
+    )
     async def predict_batch(body: BatchRequest, services: ServicesDep) -> FastJSON:
         """Risk for many students (at most `PASSOS_BATCH_MAX`, 1,000 by default) with one model."""
         if len(body.students) > services.settings.batch_max:

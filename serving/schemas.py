@@ -9,9 +9,10 @@ accepted. Numbers must be JSON numbers (``"7.5"`` is refused), finite (``NaN`` a
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from annotated_types import Interval
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from features.featuresets import FEATURES, TASKS, FeatureSpec
 
@@ -63,24 +64,45 @@ def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     )
 
 
+def _number_not_text(value: Any) -> Any:
+    """JSON numbers only (2024 or 2024.0); text and booleans are refused."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number, not text or a boolean")
+    return value
+
+
+def _whole(low: int, high: int) -> Any:
+    return Annotated[int, Interval(ge=low, le=high), BeforeValidator(_number_not_text)] | None
+
+
 _fields: dict[str, Any] = {name: _field(spec) for name, spec in _specs().items() if name not in DERIVED}
 _fields["ano_ingresso"] = (
-    int | None,
-    Field(
-        default=None, ge=1990, le=2100, strict=True, description="Year the student joined (derives anos_no_programa)"
-    ),
+    _whole(1990, 2100),
+    Field(default=None, description="Year the student joined (derives anos_no_programa)"),
 )
 _fields["year"] = (
-    int | None,
-    Field(default=None, ge=1990, le=2100, strict=True, description="Year of the data (with ano_ingresso)"),
+    _whole(1990, 2100),
+    Field(default=None, description="Year of the data (with ano_ingresso)"),
 )
+
+
+def _iso_date_only(value: Any) -> Any:
+    """Birth dates come as ISO strings; a number would silently become a 1970 date."""
+    if value is not None and not isinstance(value, str | date):
+        raise ValueError("must be an ISO date string such as 2012-06-17")
+    return value
+
+
 _fields["data_nasc"] = (
-    date | None,
-    Field(default=None, description="Birth date (ISO, e.g. 2012-06-17); with year it gives the exact age on 31 March"),
+    Annotated[date, BeforeValidator(_iso_date_only)] | None,
+    Field(
+        default=None,
+        description="Birth date (ISO, e.g. 2012-06-17); with year it gives the exact age on 31 March",
+    ),
 )
 _fields["ano_nasc"] = (
-    int | None,
-    Field(default=None, ge=1950, le=2100, strict=True, description="Birth year, when the date is not known"),
+    _whole(1950, 2100),
+    Field(default=None, description="Birth year, when the date is not known"),
 )
 _fields["student_id"] = (
     str | None,
@@ -115,7 +137,9 @@ class BatchRequest(BaseModel):
     task: Literal["current", "next_year"] = Field(default="current")
     students: list[StudentFeatures] = Field(min_length=1, max_length=BATCH_MAX)  # type: ignore[valid-type]
     include_reasons: bool = Field(
-        default=True, description="Per-student reasons (exact tree SHAP: about 0.1 ms per student); false is faster"
+        default=True,
+        strict=True,
+        description="Per-student reasons (exact tree SHAP: about 0.1 ms per student); false is faster",
     )
 
 

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Build the image and smoke-test it end to end: the pipeline in one container (data mounted
+# read-only, state in a fresh volume, no network), then the API on that volume with a key.
+#
+#   scripts/docker_smoke.sh build     # only build the image
+#   scripts/docker_smoke.sh           # build, then the smoke test (make docker-smoke)
+#   scripts/docker_smoke.sh smoke     # the smoke test on an image already built
+#
+# Environment:
+#   IMAGE            tag to build and test (default passos:local)
+#   BASE_IMAGE       base image (default python:3.11-slim); a passos-base:* tag that does not
+#                    exist yet is built first with scripts/build_base_image.sh (no registry needed)
+#   DATA             folder of PEDE files to mount (default ../shared/data beside the project)
+#   BUILD_CA_CERTS   PEM file of extra CAs pip must trust inside the build (a TLS-intercepting
+#                    proxy). Default: the CAs added on this machine, /usr/local/share/ca-certificates/*.crt
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL   passed to the build when set (http(s) indexes only)
+#   KEEP=1           keep the volume and the API container for a look afterwards
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+IMAGE="${IMAGE:-passos:local}"
+BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
+DATA="${DATA:-$(cd .. && pwd)/shared/data}"
+KEEP="${KEEP:-0}"
+API_KEY="smoke-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+PAYLOAD='{"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}'
+RUN_ID="passos-smoke-$$"
+VOLUME="$RUN_ID-home"
+API="$RUN_ID-api"
+
+log() { echo "[docker_smoke] $*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+
+build() {
+    if [[ "$BASE_IMAGE" == passos-base:* ]] && ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+        BASE_TAG="$BASE_IMAGE" scripts/build_base_image.sh
+    fi
+    local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE")
+    local ca=""
+    if [[ -n "${BUILD_CA_CERTS:-}" ]]; then
+        ca="$(cat "$BUILD_CA_CERTS")"
+    elif compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+        ca="$(cat /usr/local/share/ca-certificates/*.crt)"
+    fi
+    [[ -n "$ca" ]] && args+=(--build-arg "EXTRA_CA_CERTS=$ca")
+    [[ -n "${PIP_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
+    [[ -n "${PIP_EXTRA_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
+    local started
+    started=$(date +%s)
+    log "building $IMAGE from $BASE_IMAGE${ca:+ (with extra build CAs)}"
+    docker build "${args[@]}" . >&2
+    log "built $IMAGE in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
+}
+
+cleanup() {
+    if [[ "$KEEP" == 1 ]]; then
+        log "kept: container $API, volume $VOLUME"
+        return
+    fi
+    docker rm -f "$API" >/dev/null 2>&1 || true
+    docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
+}
+
+# status_of URL [curl args...]: the HTTP status; the body goes to $RUN_BODY
+status_of() {
+    local url="$1"
+    shift
+    curl -sS -o "$RUN_BODY" -w '%{http_code}' --max-time 10 "$@" "$url" || echo 000
+}
+
+smoke() {
+    [[ -d "$DATA" ]] || fail "no data folder at $DATA (set DATA=...)"
+    docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "no image $IMAGE (run: $0 build)"
+    trap cleanup EXIT
+    RUN_BODY="$(mktemp)"
+    local started port url code
+
+    [[ "$(docker run --rm --entrypoint id "$IMAGE" -u)" != 0 ]] || fail "the image runs as root"
+    log "ok: runs as a non-root user"
+
+    if docker run --rm "$IMAGE" >/dev/null 2>&1; then
+        fail "the API started without PASSOS_API_KEY"
+    fi
+    log "ok: the API refuses to start without PASSOS_API_KEY"
+
+    docker volume create "$VOLUME" >/dev/null
+    started=$(date +%s)
+    log "pipeline: passos run on $DATA (read-only, --network none)"
+    docker run --rm --network none \
+        -v "$VOLUME:/var/lib/passos" -v "$DATA:/data:ro" \
+        -e PASSOS_GATE_MIN_RECALL=0.75 -e PASSOS_GATE_MIN_PRECISION=0.4 \
+        "$IMAGE" passos run >&2 || fail "passos run failed"
+    log "ok: pipeline in $(( $(date +%s) - started )) s"
+
+    started=$(date +%s)
+    docker run -d --name "$API" -v "$VOLUME:/var/lib/passos" -e PASSOS_API_KEY="$API_KEY" \
+        -p 127.0.0.1::8000 --health-interval 2s --health-start-period 5s "$IMAGE" >/dev/null
+    port="$(docker port "$API" 8000/tcp | head -1 | sed 's/.*://')"
+    url="http://127.0.0.1:$port"
+    for _ in $(seq 1 60); do
+        code="$(status_of "$url/health")"
+        [[ "$code" == 200 ]] && break
+        [[ "$(docker inspect -f '{{.State.Running}}' "$API")" == true ]] || { docker logs "$API" >&2; fail "the API exited"; }
+        sleep 1
+    done
+    [[ "$code" == 200 ]] || { docker logs "$API" >&2; fail "/health answered $code"; }
+    log "ok: /health 200 after $(( $(date +%s) - started )) s"
+
+    for _ in $(seq 1 30); do
+        code="$(status_of "$url/ready")"
+        [[ "$code" == 200 ]] && break
+        sleep 1
+    done
+    [[ "$code" == 200 ]] || { cat "$RUN_BODY" >&2; fail "/ready answered $code"; }
+    log "ok: /ready 200: $(cat "$RUN_BODY")"
+
+    code="$(status_of "$url/predict" -H 'content-type: application/json' -d "$PAYLOAD")"
+    [[ "$code" == 401 ]] || fail "/predict without the key answered $code, not 401"
+    log "ok: /predict without the key is 401"
+
+    code="$(status_of "$url/predict" -H 'content-type: application/json' -H "x-api-key: $API_KEY" -d "$PAYLOAD")"
+    [[ "$code" == 200 ]] || { cat "$RUN_BODY" >&2; fail "/predict answered $code"; }
+    grep -q '"risk_score"' "$RUN_BODY" || fail "/predict has no risk_score: $(cat "$RUN_BODY")"
+    log "ok: /predict 200: $(cat "$RUN_BODY")"
+
+    for _ in $(seq 1 30); do
+        [[ "$(docker inspect -f '{{.State.Health.Status}}' "$API")" == healthy ]] && break
+        sleep 1
+    done
+    [[ "$(docker inspect -f '{{.State.Health.Status}}' "$API")" == healthy ]] || fail "the HEALTHCHECK never passed"
+    log "ok: the image's HEALTHCHECK reports healthy"
+    rm -f "$RUN_BODY"
+    log "PASS"
+}
+
+case "${1:-all}" in
+    build) build ;;
+    smoke) smoke ;;
+    all) build && smoke ;;
+    *) echo "usage: $0 [build|smoke|all]" >&2; exit 2 ;;
+esac
