@@ -76,11 +76,14 @@ def sql(
 @app.command()
 def run(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Input folder (default PASSOS_DATA_DIR).")] = None,
+    min_recall: Annotated[
+        float | None, typer.Option(help="The gate's minimum recall for this run (default PASSOS_GATE_MIN_RECALL).")
+    ] = None,
 ) -> None:
     """The whole pipeline: ingest, train both tasks, score the latest year, drift report."""
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(data_dir=str(data_dir) if data_dir else None)
+    result = pipeline_flow(data_dir=str(data_dir) if data_dir else None, min_recall=min_recall)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
