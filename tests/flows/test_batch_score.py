@@ -111,7 +111,7 @@ def dask_cluster() -> Iterator[object]:
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         yield cluster
 
@@ -177,3 +177,33 @@ def test_refuses_without_a_champion_or_with_an_unknown_task(
         batch_score_flow(task="current", source=str(source))
     with pytest.raises(ValueError, match="unknown task 'both'"):
         batch_score_flow(task="both", source=str(source))
+
+
+@pytest.mark.integration
+def test_the_latest_warehouse_year_through_the_cli(
+    prefect_harness: None, settings: Settings, champion: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from passos.cli import app
+    from warehouse.connection import connect
+    from warehouse.loader import ingest
+    from warehouse.sources import discover
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    header = "RA,Fase,Idade,Gênero,IAA,IEG,IPS,IDA,IPV,IAN,Defasagem,Fase Ideal"
+    (folder / "pede_2030.csv").write_text(f"{header}\nA,ALFA,8,Menina,8,7,6,5,7,5,-1,ALFA\n", encoding="utf-8")
+    rows = "\n".join(f"R{i},{i % 8},{10 + i % 8},Menino,6,5,7,{i % 10},6,5,0,{i % 8}" for i in range(40))
+    (folder / "pede_2031.csv").write_text(f"{header}\n{rows}\n", encoding="utf-8")
+    with connect(settings) as con:
+        ingest(con, "test", discover([folder]))
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(app, ["batch-score", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(next(line for line in result.output.splitlines() if line.startswith("{")))
+    assert summary["rows"] == 40 and summary["source"] == "warehouse features_current, year 2031"
+    scores = read_scores(out)
+    assert sorted(scores["ra"]) == sorted(f"R{i}" for i in range(40)) and set(scores["year"]) == {2031}
+    assert not (out / "_input").exists()
+    assert read_scores(tmp_path / "nowhere").empty

@@ -48,7 +48,6 @@ def test_card_writes_markdown_and_plots(result: TrainingResult, tmp_path: Path) 
     assert "| genero | F |" in text and "| instituicao |" in text
     assert "`ian`" in text and "Strongest single features" in text
     assert "## Limitations" in text and "grouped" not in text.split("## Limitations")[1]
-    assert elapsed < 5.0  # about 0.4 s warm, 0.8 s cold; loose for coverage and busy machines
 
 
 def test_card_survives_one_class_and_no_metadata(tmp_path: Path) -> None:
