@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True)
+app = typer.Typer(
+    help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
+)
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -186,7 +188,9 @@ def models_list(task: Annotated[str | None, typer.Option(help="Only this task.")
                 "created_at": item.get("created_at"),
             }
         )
-    _print_rows(rows, ["task", "version", "kind", "accepted", "champion", "recall", "precision", "roc_auc", "created_at"])
+    _print_rows(
+        rows, ["task", "version", "kind", "accepted", "champion", "recall", "precision", "roc_auc", "created_at"]
+    )
 
 
 @models_app.command("show")

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     id_salt: SecretStr = SecretStr("passos-magicos")
     predictions_rotate_bytes: int = Field(default=10_000_000, ge=1024)
+    rate_limit_per_s: float = Field(default=0.0, ge=0.0, description="Requests per second per client IP; 0 = off.")
+    rate_limit_burst: int = Field(default=200, ge=1)
 
     # tracing (Langfuse). The SDK's own variable names, so its docs apply unchanged.
     langfuse_public_key: str | None = Field(default=None, validation_alias="LANGFUSE_PUBLIC_KEY")

@@ -267,6 +267,36 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class RateLimit:
+    """A token bucket per client address on the prediction routes; 429 with Retry-After when empty."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], per_second: float, burst: int) -> None:
+        self.app = app
+        self.per_second = per_second
+        self.burst = float(burst)
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/predict"):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        now = time.monotonic()
+        tokens, last = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.per_second)
+        if tokens < 1.0:
+            self.buckets[client] = (tokens, now)
+            body = b'{"detail":"rate limit exceeded","errors":[]}'
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.buckets[client] = (tokens - 1.0, now)
+        if len(self.buckets) > 10_000:  # forget idle clients; bounded memory
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service (models load in the lifespan, not here)."""
 
@@ -298,6 +328,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         400: {"model": ErrorResponse, "description": "body is not decodable"},
         401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key (when PASSOS_API_KEY is set)"},
         413: {"model": ErrorResponse, "description": "body or batch over the limit"},
+        429: {"model": ErrorResponse, "description": "rate limit (PASSOS_RATE_LIMIT_PER_S) exceeded"},
         503: {"model": ErrorResponse, "description": "no model loaded for the task"},
     }
 
@@ -413,4 +444,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reports_dir = (settings or get_settings()).reports_dir
     app.mount("/reports", StaticFiles(directory=reports_dir, html=True, check_dir=False), name="reports")
     app.add_middleware(BodyLimit, limit=limit)  # type: ignore[arg-type]
+    current = settings or get_settings()
+    if current.rate_limit_per_s > 0:
+        app.add_middleware(RateLimit, per_second=current.rate_limit_per_s, burst=current.rate_limit_burst)  # type: ignore[arg-type]
     return app

@@ -160,3 +160,24 @@ def test_docs_and_openapi_are_served(service: Running) -> None:
     request = schema["components"]["schemas"]["PredictRequest"]
     assert request["properties"]["iaa"]["anyOf"][0]["maximum"] == 10.0
     assert request["additionalProperties"] is False
+
+
+def test_rate_limit_per_client(model_home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import httpx
+
+    from passos.settings import Settings
+    from tests.serving.conftest import start_server
+
+    home = tmp_path / "home"
+    shutil.copytree(model_home, home)
+    server, thread, url = start_server(Settings(home=home, rate_limit_per_s=1.0, rate_limit_burst=5))
+    try:
+        with httpx.Client(base_url=url) as client:
+            codes = [client.post("/predict", json=EXAMPLE).status_code for _ in range(8)]
+            assert client.get("/health").status_code == 200  # not limited
+        assert codes[:5] == [200] * 5 and 429 in codes[5:]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

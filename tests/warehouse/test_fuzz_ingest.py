@@ -45,7 +45,11 @@ def invariant_holds(results: list[loader.LoadResult]) -> None:
         ("semicolons", good_text().replace(",", ";").encode(), "failed"),
         ("binary garbage", bytes(random.Random(1).randrange(256) for _ in range(4096)), "failed"),
         ("formulas in cells", good_text().replace("8.5", "=1+1").replace("RA-3,", "=HYPERLINK(1),").encode(), "loaded"),
-        ("huge field", (HEADER + "\n" + ROW.format(i=0).replace("Feminino", "x" * 2_000_000) + "\n").encode(), "failed"),
+        (
+            "huge field",
+            (HEADER + "\n" + ROW.format(i=0).replace("Feminino", "x" * 2_000_000) + "\n").encode(),
+            "failed",
+        ),
         ("only a header", (HEADER + "\n").encode(), "loaded"),
         ("windows newlines and BOM", ("\ufeff" + good_text().replace("\n", "\r\n")).encode(), "loaded"),
     ],
@@ -76,7 +80,9 @@ def test_formulas_are_kept_as_text_or_reported(settings: Settings, tmp_path: Pat
         max_size=15,
     )
 )
-def test_random_cells_never_crash_and_keep_the_invariant(rows: list[list[str]], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_random_cells_never_crash_and_keep_the_invariant(
+    rows: list[list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     import csv
     import io
 
