@@ -19,7 +19,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
@@ -52,4 +51,4 @@ prefect: install  ## a local Prefect server on 127.0.0.1:4200 with the deploymen
 	BIN="$(CURDIR)/$(BIN)" scripts/prefect_up.sh
 
 bench-batch: install  ## batch scoring benchmark: 1,000,000 synthetic student-years, Parquet to Parquet
-	$(BIN)/python benchmarks/batch_score.py
+	$(BIN)/python -m benchmarks.batch_score --dask

@@ -71,7 +71,7 @@ def test_partitions_group_whole_row_groups_in_file_order(students: pd.DataFrame,
 
 def test_bad_inputs_are_named(students: pd.DataFrame, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SourceError, match="no .parquet files"):
+    with pytest.raises(SourceError, match=r"no \.parquet files"):
         parquet_files(tmp_path / "empty")
     with pytest.raises(SourceError, match="no such file"):
         parquet_files(tmp_path / "nope.parquet")
