@@ -51,4 +51,4 @@ prefect: install  ## a local Prefect server on 127.0.0.1:4200 with the deploymen
 	BIN="$(CURDIR)/$(BIN)" scripts/prefect_up.sh
 
 bench-batch: install  ## batch scoring benchmark: 1,000,000 synthetic student-years, Parquet to Parquet
-	$(BIN)/python -m benchmarks.batch_score --dask
+	$(BIN)/python -m benchmarks.batch_score --dask --reasons-rows 20000

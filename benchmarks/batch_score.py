@@ -14,12 +14,14 @@ Needs a warehouse and a champion: ``passos ingest && passos train`` (or ``make p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,45 +109,72 @@ def main() -> None:
         print(f"input: {built['bytes'] / 2**20:.1f} MiB in {built['seconds']} s", flush=True)
         warm = work / "warm.parquet"
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            pool.apply(build_input, (args.task, 2_000, str(warm), 1_000, args.seed))
-
-        from flows.batch_score import batch_score_flow
-
-        print("warm-up (starts Prefect's temporary API server) ...", flush=True)
-        batch_score_flow(task=args.task, source=str(warm), out=str(work / "warm-out"), partition_rows=1_000)
-        rss_before = peak_rss_mib()
-        runs: dict[str, Any] = {
-            "local_threads": timed_run(
-                f"threads x{settings.batch_workers or info['cpus']}",
-                source,
-                work / "out-local",
-                args.task,
-                partition_rows=args.partition_rows,
-            )
-        }
-        if args.reasons_rows:
-            reasons_source = work / "reasons.parquet"
-            with multiprocessing.get_context("spawn").Pool(1) as pool:
-                pool.apply(build_input, (args.task, args.reasons_rows, str(reasons_source), args.partition_rows, 1))
-            runs["local_threads_with_reasons"] = timed_run(
-                "reasons", reasons_source, work / "out-reasons", args.task, reasons=True
-            )
-        if args.dask:
-            runs["dask_local_cluster"] = run_on_dask(source, work, args)
-        payload = {
-            "benchmark": "batch_score",
-            "task": args.task,
-            "model_version": version,
-            "model_kind": _kind(settings, args.task, version),
-            "input": built | {"partition_rows": args.partition_rows},
-            "peak_rss_mib_after_warmup": rss_before,
-            "runs": runs,
-            "target_rows_per_s": 70_000,
-            "machine": info,
-        }
+            pool.apply(build_input, (args.task, 8_000, str(warm), 1_000, args.seed))
+        with prefect_api():
+            payload = score_all(args, settings, info, work, built, version)
         save("batch_score", payload)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """``PREFECT_API_URL`` when set, else a temporary API server whose address reaches the Dask workers.
+
+    Without an API address every Dask worker process would start a temporary server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.testing.utilities import prefect_test_harness
+
+    print("starting a temporary Prefect API server ...", flush=True)
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def score_all(
+    args: argparse.Namespace, settings: Any, info: dict[str, Any], work: Path, built: dict[str, Any], version: str
+) -> dict[str, Any]:
+    """The warm-up and the timed runs; the results payload."""
+    from flows.batch_score import batch_score_flow
+
+    source, warm = work / "students.parquet", work / "warm.parquet"
+    print("warm-up ...", flush=True)
+    batch_score_flow(task=args.task, source=str(warm), out=str(work / "warm-out"), partition_rows=1_000)
+    rss_before = peak_rss_mib()
+    runs: dict[str, Any] = {
+        "local_threads": timed_run(
+            f"threads x{settings.batch_workers or info['cpus']}",
+            source,
+            work / "out-local",
+            args.task,
+            partition_rows=args.partition_rows,
+        )
+    }
+    if args.reasons_rows:
+        reasons_source = work / "reasons.parquet"
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(build_input, (args.task, args.reasons_rows, str(reasons_source), 5_000, 1))
+        runs["local_threads_with_reasons"] = timed_run(
+            "reasons", reasons_source, work / "out-reasons", args.task, reasons=True, partition_rows=5_000
+        )
+    if args.dask:
+        runs["dask_local_cluster"] = run_on_dask(source, work, args)
+    payload = {
+        "benchmark": "batch_score",
+        "task": args.task,
+        "model_version": version,
+        "model_kind": _kind(settings, args.task, version),
+        "input": built | {"partition_rows": args.partition_rows},
+        "peak_rss_mib_after_warmup": rss_before,
+        "runs": runs,
+        "target_rows_per_s": 70_000,
+        "machine": info,
+    }
+    return payload
 
 
 def run_on_dask(source: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -161,8 +190,13 @@ def run_on_dask(source: Path, work: Path, args: argparse.Namespace) -> dict[str,
         Client(cluster) as client,
     ):
         address = cluster.scheduler_address
+        # several partitions, so that every worker imports the code and loads the model before timing
         batch_score_flow(
-            task=args.task, source=str(work / "warm.parquet"), out=str(work / "warm-dask"), dask_address=address
+            task=args.task,
+            source=str(work / "warm.parquet"),
+            out=str(work / "warm-dask"),
+            dask_address=address,
+            partition_rows=1_000,
         )
         result = timed_run(
             "dask 2 processes",
@@ -172,9 +206,16 @@ def run_on_dask(source: Path, work: Path, args: argparse.Namespace) -> dict[str,
             dask_address=address,
             partition_rows=args.partition_rows,
         )
-        rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        result["peak_rss_mib_workers"] = {k: round(v, 1) for k, v in rss.items()}
+        # VmHWM, not ru_maxrss: Linux carries the parent's peak across fork+exec into ru_maxrss
+        result["peak_rss_mib_workers"] = list(client.run(_vm_hwm_mib).values())
     return result
+
+
+def _vm_hwm_mib() -> float:
+    """This process's own peak resident memory (``VmHWM``), in MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 1024, 1)
 
 
 def _kind(settings: Any, task: str, version: str) -> str:

@@ -23,10 +23,23 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift"})
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def main(
+    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False
+) -> None:
     """Passos Mágicos early-warning system."""
     _setup_logging(verbose)
+    if ctx.invoked_subcommand in WRITING_COMMANDS and "--help" not in ctx.args:
+        from passos.settings import get_settings
+
+        try:
+            get_settings().ensure_writable()
+        except PermissionError as error:
+            typer.secho(f"error: {error}", fg="red", err=True)
+            raise typer.Exit(2) from None
 
 
 @app.command()

@@ -85,6 +85,21 @@ class Settings(BaseSettings):
     def predictions_dir(self) -> Path:
         return self.home / "predictions"
 
+    def ensure_writable(self) -> None:
+        """Create the state folders and prove each is writable, or raise a clear ``PermissionError``."""
+        import tempfile
+
+        for folder in (self.home, self.parquet_dir, self.models_dir, self.reports_dir, self.predictions_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                    pass
+            except OSError as error:
+                raise PermissionError(
+                    f"PASSOS_HOME folder {folder} is not writable ({error.strerror or error}); "
+                    "set PASSOS_HOME to a folder this user can write"
+                ) from error
+
     def resolved_data_dir(self) -> Path:
         """``PASSOS_DATA_DIR``, else ``data/raw`` when it holds files, else ``../shared/data``."""
         if self.data_dir is not None:

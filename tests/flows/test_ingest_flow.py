@@ -57,3 +57,19 @@ def test_every_command_has_help() -> None:
     for args in (["--help"], ["ingest", "--help"], ["sql", "--help"], ["run", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_an_unwritable_home_is_a_clear_error_at_startup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from passos.settings import get_settings
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where PASSOS_HOME should be")
+    monkeypatch.setenv("PASSOS_HOME", str(blocker))
+    get_settings.cache_clear()
+    try:
+        for command in (["ingest"], ["serve"], ["train"]):
+            result = CliRunner().invoke(app, command)
+            assert result.exit_code == 2, result.output
+            assert "not writable" in result.output and str(blocker) in result.output
+    finally:
+        get_settings.cache_clear()

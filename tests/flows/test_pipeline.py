@@ -134,3 +134,28 @@ def test_score_cli_writes_a_ranked_csv(pipeline: dict, monkeypatch: pytest.Monke
     lines = out.read_text().splitlines()
     assert lines[0].startswith("ra,year,task,model_version,risk_score,risk_label,rank") and len(lines) == 1015
     get_settings.cache_clear()
+
+
+def test_drift_marks_the_run_and_the_api_serves_the_reports(pipeline: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.drift import drift_flow
+    from tests.serving.conftest import start_server
+
+    settings: Settings = pipeline["settings"]
+    monkeypatch.setenv("PASSOS_HOME", str(settings.home))
+    monkeypatch.setenv("PASSOS_DRIFT_SHARE_THRESHOLD", "0.0")  # any drift at all calls for retraining
+    get_settings.cache_clear()
+    state = drift_flow(task="current", return_state=True)
+    assert state.name == "RetrainRecommended" and "current" in (state.message or "")
+    get_settings.cache_clear()
+    server, thread, url = start_server(settings)
+    try:
+        import httpx
+
+        index = httpx.get(f"{url}/reports/index.html")
+        assert index.status_code == 200 and "retrain recommended" in index.text
+        link = index.text.split('href="')[1].split('"')[0]
+        report = httpx.get(f"{url}/reports/{link}")
+        assert report.status_code == 200 and len(report.content) > 100_000
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
