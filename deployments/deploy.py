@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from prefect import Flow, serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
@@ -111,9 +112,45 @@ def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment
     return deployments
 
 
-def main(settings: Settings | None = None) -> None:
-    """Register every deployment and run their flow runs until interrupted (Ctrl-C or SIGTERM)."""
+def register_on_work_pool(work_pool: str, settings: Settings | None = None) -> list[UUID]:
+    """Register every deployment on ``work_pool`` (a process pool, created when missing) and return.
+
+    Prefect workers of that pool (``prefect worker start --pool <name>``, as in docker-compose.yml)
+    then run the flow runs; they import the flows by module path, so the project must be
+    installed where they run. Nothing is built or pushed.
+    """
+    from prefect import deploy
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    deployments = build_deployments(settings)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(work_pool)
+        except ObjectNotFound:
+            template = ProcessWorker.get_default_base_job_template()
+            client.create_work_pool(WorkPoolCreate(name=work_pool, type="process", base_job_template=template))
+            logger.info("created the process work pool %r", work_pool)
+    ids = deploy(
+        *deployments,
+        work_pool_name=work_pool,
+        build=False,
+        push=False,
+        print_next_steps_message=False,
+        ignore_warnings=True,
+    )
+    logger.info("registered %d deployments on work pool %r", len(ids), work_pool)
+    return list(ids)
+
+
+def main(settings: Settings | None = None, *, work_pool: str | None = None) -> None:
+    """Serve the deployments until interrupted (Ctrl-C or SIGTERM), or register them on ``work_pool`` and return."""
     settings = settings or get_settings()
+    if work_pool:
+        register_on_work_pool(work_pool, settings)
+        return
     deployments = build_deployments(settings)
     logger.info("serving %s", ", ".join(f"{d.flow_name}/{d.name}" for d in deployments))
     serve(*deployments, pause_on_shutdown=False, limit=settings.serve_limit, print_starting_message=False)

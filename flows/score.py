@@ -60,9 +60,10 @@ def write_scores(settings: Settings, scores: pd.DataFrame, out: str | None) -> i
 def score_flow(task: str = "current", year: int | None = None, out: str | None = None) -> dict[str, Any]:
     """Score one year's students (default the latest) with ``task``'s champion, ranked by risk."""
     settings = get_settings()
-    frame = read_year(settings, task, year)
-    scores = score_task(settings, task, frame)
+    frame: pd.DataFrame = read_year(settings, task, year)
+    scores: pd.DataFrame = score_task(settings, task, frame)
     n = write_scores(settings, scores, out)
     high = int((scores["risk_label"] == "high").sum())
     get_run_logger().info("scored %d students of %s for %s: %d high risk", n, year or "the latest year", task, high)
-    return {"task": task, "year": int(frame["year"].max()) if n else year, "scored": n, "high_risk": high, "out": out}
+    latest = int(frame["year"].max()) if n else year
+    return {"task": task, "year": latest, "scored": n, "high_risk": high, "out": out}

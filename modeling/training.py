@@ -534,7 +534,7 @@ def _lightgbm_forward(
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
     rounds = max(MIN_ROUNDS, int(booster.best_iteration))
-    return rounds, booster.predict(X[held_out], raw_score=True, num_iteration=rounds, num_threads=1)
+    return rounds, np.asarray(booster.predict(X[held_out], raw_score=True, num_iteration=rounds, num_threads=1))
 
 
 def forward_split(years: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -820,14 +820,14 @@ def train_candidates(
         "forward" if all(c.bundle.metadata["validation"] == "forward" for c in candidates.values()) else "oof"
     )
     keys: dict[str, tuple[float, float, int]] = {}
-    for kind, candidate in candidates.items():
+    for name, candidate in candidates.items():
         if select_on == "test":
             held = candidate.test_predictions
             precision = precision_at_recall(held.y_true, held.y_score, recall_target) if held.y_true.any() else None
-            keys[kind] = _selection_key(precision, candidate.test_metrics.get("roc_auc"), kind)
+            keys[name] = _selection_key(precision, candidate.test_metrics.get("roc_auc"), name)
         else:
             metrics = candidate.validation_metrics
-            keys[kind] = _selection_key(metrics.get("precision_at_recall"), metrics.get("roc_auc"), kind)
+            keys[name] = _selection_key(metrics.get("precision_at_recall"), metrics.get("roc_auc"), name)
     chosen = max(keys, key=lambda k: keys[k])
     aim = candidates[chosen].bundle.metadata["operating_recall"]
     if select_on == "test":

@@ -175,7 +175,7 @@ def drift(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
-def _registry():  # type: ignore[no-untyped-def]
+def _registry():
     from modeling.registry import Registry
     from passos.settings import get_settings
 
@@ -293,12 +293,17 @@ def batch_score(
 
 
 @app.command()
-def deploy() -> None:
-    """Register the Prefect deployments and run their flow runs until Ctrl-C (needs PREFECT_API_URL)."""
-    from deployments.deploy import main as serve_deployments
+def deploy(
+    work_pool: Annotated[
+        str | None,
+        typer.Option(help="Register on this process work pool and exit (its workers run the flows)."),
+    ] = None,
+) -> None:
+    """Register the Prefect deployments and serve them until Ctrl-C, or put them on a work pool (PREFECT_API_URL)."""
+    from deployments.deploy import main as deploy_main
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API call otherwise
-    serve_deployments()
+    deploy_main(work_pool=work_pool)
 
 
 if __name__ == "__main__":

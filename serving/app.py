@@ -443,8 +443,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     reports_dir = (settings or get_settings()).reports_dir
     app.mount("/reports", StaticFiles(directory=reports_dir, html=True, check_dir=False), name="reports")
-    app.add_middleware(BodyLimit, limit=limit)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=limit)
     current = settings or get_settings()
     if current.rate_limit_per_s > 0:
-        app.add_middleware(RateLimit, per_second=current.rate_limit_per_s, burst=current.rate_limit_burst)  # type: ignore[arg-type]
+        app.add_middleware(RateLimit, per_second=current.rate_limit_per_s, burst=current.rate_limit_burst)
     return app

@@ -20,8 +20,8 @@ BATCH_MAX = 1000
 # Derived features are computed by the service; clients send what they derive from.
 DERIVED = frozenset({"idade_menos_fase", "idade_ref", "fase_esperada", "atraso_esperado", "folga_proximo_ano"})
 
-EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
-FULL_EXAMPLE = {
+EXAMPLE: dict[str, Any] = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
+FULL_EXAMPLE: dict[str, Any] = {
     "task": "current",
     "fase": 3,
     "idade": 13,
@@ -50,7 +50,7 @@ def _specs() -> dict[str, FeatureSpec]:
 
 def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     if spec.kind == "categorical":
-        return (Literal[spec.categories] | None, Field(default=None, description=spec.description))  # type: ignore[valid-type]
+        return (Literal[spec.categories] | None, Field(default=None, description=spec.description))
     return (
         float | None,
         Field(
@@ -115,18 +115,19 @@ _fields["student_id"] = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE, FULL_EXAMPLE]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(EXAMPLE), dict(FULL_EXAMPLE)]})
 
 
-StudentFeatures: type[BaseModel] = create_model(  # type: ignore[call-overload]
+StudentFeatures: type[BaseModel] = create_model(
     "StudentFeatures", __base__=_Strict, __doc__="One student's features; every field is optional.", **_fields
 )
 
-PredictRequest: type[BaseModel] = create_model(  # type: ignore[call-overload]
+_TaskName = Literal["current", "next_year"]
+PredictRequest: type[BaseModel] = create_model(
     "PredictRequest",
     __base__=StudentFeatures,
     __doc__="One student, and which model to ask.",
-    task=(Literal["current", "next_year"], Field(default="current", description="current (default) or next_year")),
+    task=(_TaskName, Field(default="current", description="current (default) or next_year")),
 )
 
 

@@ -1,0 +1,211 @@
+"""The deployments: their definitions, then a real Prefect server and serve process running a retrain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deployments.deploy import SPECS, build_deployments
+from passos.settings import PROJECT_ROOT, Settings
+
+SERVER_START_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 120
+
+
+def test_every_deployment_is_defined_with_its_schedule_and_parameters(settings: Settings) -> None:
+    built = {f"{d.flow_name}/{d.name}": d for d in build_deployments(settings)}
+    assert set(built) == {
+        "ingest/ingest",
+        "train/retrain-weekly",
+        "drift/drift-daily",
+        "batch-score/batch-score-nightly",
+        "pipeline/pipeline",
+    }
+    crons = {name: [s.schedule.cron for s in d.schedules] for name, d in built.items()}  # type: ignore[union-attr]
+    assert crons == {
+        "ingest/ingest": [],
+        "train/retrain-weekly": ["0 3 * * 1"],
+        "drift/drift-daily": ["30 5 * * *"],
+        "batch-score/batch-score-nightly": ["0 2 * * *"],
+        "pipeline/pipeline": [],
+    }
+    retrain = built["train/retrain-weekly"]
+    assert retrain.schedules[0].schedule.timezone == settings.schedule_timezone  # type: ignore[union-attr]
+    assert retrain.parameters == {"task": "all", "min_recall": None}
+    # the UI builds its run form from this schema: both parameters must be in it
+    assert set(retrain._parameter_openapi_schema.properties) >= {"task", "min_recall"}
+    assert retrain.entrypoint == "flows.train.train_flow"
+    assert built["ingest/ingest"].parameters == {"sources": None}
+    assert all(d.tags == ["passos"] and d.concurrency_limit == 1 for d in built.values())
+    assert len(SPECS) == len(built)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal a process we started, then kill it if it does not exit in time; its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real ``prefect server start`` on a free loopback port with its own SQLite home."""
+    root = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PASSOS_"))} | {
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PASSOS_HOME": str(root / "home"),
+        "PASSOS_GATE_MIN_PRECISION": "0.3",
+        "LANGFUSE_TRACING_ENABLED": "false",
+    }
+    log = (root / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Prefect server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield {"api": api, "env": env, "root": root, "home": root / "home"}
+    finally:
+        stop(server)
+        log.close()
+
+
+def wait_for_deployments(client: httpx.Client, names: list[str], serve: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        found = {d["name"] for d in client.post("/deployments/filter", json={"limit": 50}).raise_for_status().json()}
+        if set(names) <= found:
+            return
+        if serve.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"deployments not registered ({sorted(found)}): {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.mark.integration
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
+    prefect_server: dict[str, Any], real_data: Path
+) -> None:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from modeling.registry import Registry
+
+    env = prefect_server["env"]
+    serve_log = prefect_server["root"] / "serve.log"
+    worker_log = prefect_server["root"] / "worker.log"
+    worker: subprocess.Popen[bytes] | None = None
+    with serve_log.open("wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "passos.cli", "deploy"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        api = httpx.Client(base_url=prefect_server["api"], timeout=10)
+        wait_for_deployments(api, ["ingest", "retrain-weekly", "batch-score-nightly"], serve, serve_log)
+
+        def run(name: str, **parameters: Any) -> FlowRun:
+            with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+                flow_run = run_deployment(
+                    name, parameters=parameters, timeout=RUN_TIMEOUT_S, poll_interval=1, as_subflow=False
+                )
+            assert flow_run.state is not None and flow_run.state.is_final(), (
+                f"{name} did not finish: {flow_run.state}; {serve_log.read_text()[-3000:]}"
+            )
+            return flow_run
+
+        ingested = run("ingest/ingest", sources=[str(real_data)])
+        assert ingested.state.is_completed(), serve_log.read_text()[-3000:]  # type: ignore[union-attr]
+
+        registry = Registry(prefect_server["home"] / "models")
+        assert registry.list_versions("current") == []
+        retrained = run("train/retrain-weekly", task="current", min_recall=0.5)
+        assert retrained.state.is_completed(), serve_log.read_text()[-3000:]  # type: ignore[union-attr]
+        (version,) = [v["version"] for v in registry.list_versions("current")]
+        assert registry.champion("current") == version  # min_recall 0.5 and precision 0.3: accepted
+
+        scored = run("batch-score/batch-score-nightly")
+        assert scored.state.is_completed(), serve_log.read_text()[-3000:]  # type: ignore[union-attr]
+        outputs = list((prefect_server["home"] / "batch_scores").glob("current-*/part-*.parquet"))
+        assert outputs, "the nightly batch score wrote nothing"
+
+        failed = run("train/retrain-weekly", task="no-such-task")
+        assert failed.state.is_failed() and "no-such-task" in (failed.state.message or "")  # type: ignore[union-attr]
+        assert len(registry.list_versions("current")) == 1
+
+        # a restart of the serve process must not pause the schedules
+        assert stop(serve) == 0
+        deployments = {d["name"]: d for d in api.post("/deployments/filter", json={"limit": 50}).json()}
+        retrain = deployments["retrain-weekly"]
+        assert retrain["paused"] is False
+        assert [s["active"] for s in retrain["schedules"]] == [True]
+        assert retrain["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+
+        # the same deployments on a process work pool, run by a Prefect worker (docker-compose.yml)
+        registered = subprocess.run(
+            [sys.executable, "-m", "passos.cli", "deploy", "--work-pool", "passos-process"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        assert registered.returncode == 0, registered.stderr.decode()[-3000:]
+        on_pool = api.get("/deployments/name/batch-score/batch-score-nightly").raise_for_status().json()
+        assert on_pool["work_pool_name"] == "passos-process"
+        with worker_log.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", "passos-process"],
+                cwd=prefect_server["root"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        by_worker = run("batch-score/batch-score-nightly")
+        assert by_worker.state.is_completed(), worker_log.read_text()[-3000:]  # type: ignore[union-attr]
+        assert len(list((prefect_server["home"] / "batch_scores").glob("current-*/_manifest.json"))) == 2
+    finally:
+        stop(serve)
+        if worker is not None:
+            stop(worker)
