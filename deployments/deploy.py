@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import Flow, serve
@@ -98,15 +98,18 @@ def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment
     for spec in SPECS:
         flow = _load_flow(spec.flow)
         deployments.append(
-            flow.to_deployment(
-                spec.name,
-                schedules=[Cron(spec.cron, timezone=settings.schedule_timezone)] if spec.cron else None,
-                parameters=spec.parameters,
-                description=spec.description,
-                tags=TAGS,
-                concurrency_limit=spec.concurrency_limit,
-                # the project is installed, so the module path works from any working directory
-                entrypoint_type=EntrypointType.MODULE_PATH,
+            cast(
+                RunnerDeployment,
+                flow.to_deployment(
+                    spec.name,
+                    schedules=[Cron(spec.cron, timezone=settings.schedule_timezone)] if spec.cron else None,
+                    parameters=spec.parameters,
+                    description=spec.description,
+                    tags=TAGS,
+                    concurrency_limit=spec.concurrency_limit,
+                    # the project is installed, so the module path works from any working directory
+                    entrypoint_type=EntrypointType.MODULE_PATH,
+                ),
             )
         )
     return deployments
@@ -133,13 +136,16 @@ def register_on_work_pool(work_pool: str, settings: Settings | None = None) -> l
             template = ProcessWorker.get_default_base_job_template()
             client.create_work_pool(WorkPoolCreate(name=work_pool, type="process", base_job_template=template))
             logger.info("created the process work pool %r", work_pool)
-    ids = deploy(
-        *deployments,
-        work_pool_name=work_pool,
-        build=False,
-        push=False,
-        print_next_steps_message=False,
-        ignore_warnings=True,
+    ids = cast(
+        list[UUID],
+        deploy(
+            *deployments,
+            work_pool_name=work_pool,
+            build=False,
+            push=False,
+            print_next_steps_message=False,
+            ignore_warnings=True,
+        ),
     )
     logger.info("registered %d deployments on work pool %r", len(ids), work_pool)
     return list(ids)

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.featuresets import TASKS, encode_frame, feature_names
@@ -169,13 +169,12 @@ def score_partition(
 
 
 score_partition_task = task(
-    score_partition,
     name="score-partition",
     task_run_name="score-partition-{partition.index}",
     retries=1,
     retry_delay_seconds=2,
     cache_policy=NO_CACHE,
-)
+)(score_partition)
 
 
 @task
@@ -185,7 +184,9 @@ def export_year(settings: Settings, task_name: str, year: int | None, target: Pa
         if year is None:
             year = con.execute("select max(year) from students").fetchall()[0][0]
             if year is None:
-                raise ModelNotFoundError("the warehouse has no students: run `passos ingest` first")
+                raise SourceError(
+                    str(settings.warehouse_path), "no students in the warehouse: run `passos ingest` first"
+                )
         target.parent.mkdir(parents=True, exist_ok=True)
         # COPY takes no bound parameters; year and the row-group size are ints, the path is ours.
         con.execute(
@@ -274,7 +275,9 @@ def batch_score_flow(
         }
         done = 0
         with task_runner(settings, dask_address) as runner:
-            futures = [runner.submit(score_partition_task, {"partition": p, **common}) for p in partitions]
+            futures: list[PrefectFuture[int]] = [
+                runner.submit(score_partition_task, {"partition": p, **common}) for p in partitions
+            ]
             for future in as_completed(futures):
                 done += future.result()
                 run_logger.info("scored %d / %d rows (%.0f%%)", done, total, 100 * done / max(total, 1))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
 from modeling.card import write_card
@@ -203,7 +204,7 @@ def sync_registry_task(settings: Settings) -> int:
 
 
 @flow(name="train")
-def train_flow(task: str = "all", min_recall: float | None = None) -> list[dict[str, Any]]:
+def train_flow(task: str = "all", min_recall: float | None = None) -> Any:
     """Train and gate each task; accepted models become champions, rejected ones are kept for the record.
 
     Args:
@@ -228,6 +229,10 @@ def train_flow(task: str = "all", min_recall: float | None = None) -> list[dict[
         outcomes.append(outcome)
     sync_registry_task(settings)
     create_markdown_artifact(key="train-verdicts", markdown=_markdown(outcomes), description="Recall gate verdicts")
+    rejected = sorted(o["task"] for o in outcomes if not o["accepted"])
+    if rejected:
+        # Visible in the Prefect UI as a state of its own: the run worked, the gate said no.
+        return Completed(message=f"gate rejected {rejected}; champions unchanged", name="Rejected", data=outcomes)
     return outcomes
 
 

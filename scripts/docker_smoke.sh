@@ -13,7 +13,7 @@
 #   DATA             folder of PEDE files to mount (default ../shared/data beside the project)
 #   BUILD_CA_CERTS   PEM file of extra CAs pip must trust inside the build (a TLS-intercepting
 #                    proxy). Default: the CAs added on this machine, /usr/local/share/ca-certificates/*.crt
-#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL   passed to the build when set (http(s) indexes only)
+#   PIP_INDEX_URL    a package index for the build, when PyPI is not to be used directly
 #   KEEP=1           keep the volume and the API container for a look afterwards
 set -euo pipefail
 
@@ -44,7 +44,6 @@ build() {
     fi
     [[ -n "$ca" ]] && args+=(--build-arg "EXTRA_CA_CERTS=$ca")
     [[ -n "${PIP_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
-    [[ -n "${PIP_EXTRA_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
     local started
     started=$(date +%s)
     log "building $IMAGE from $BASE_IMAGE${ca:+ (with extra build CAs)}"

@@ -127,8 +127,10 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
 
     from modeling.registry import Registry
+    from passos.cli import app
 
     env = prefect_server["env"]
     serve_log = prefect_server["root"] / "serve.log"
@@ -184,14 +186,10 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
         assert retrain["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
 
         # the same deployments on a process work pool, run by a Prefect worker (docker-compose.yml)
-        registered = subprocess.run(
-            [sys.executable, "-m", "passos.cli", "deploy", "--work-pool", "passos-process"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            timeout=120,
-        )
-        assert registered.returncode == 0, registered.stderr.decode()[-3000:]
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+            registered = CliRunner().invoke(app, ["deploy", "--work-pool", "passos-process"])
+        assert registered.exit_code == 0, registered.output
+        assert api.get("/work_pools/passos-process").raise_for_status().json()["type"] == "process"
         on_pool = api.get("/deployments/name/batch-score/batch-score-nightly").raise_for_status().json()
         assert on_pool["work_pool_name"] == "passos-process"
         with worker_log.open("wb") as log:

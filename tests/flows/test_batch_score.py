@@ -207,3 +207,14 @@ def test_the_latest_warehouse_year_through_the_cli(
     assert sorted(scores["ra"]) == sorted(f"R{i}" for i in range(40)) and set(scores["year"]) == {2031}
     assert not (out / "_input").exists()
     assert read_scores(tmp_path / "nowhere").empty
+
+
+@pytest.mark.integration
+def test_an_empty_warehouse_is_named(prefect_harness: None, settings: Settings, champion: str) -> None:
+    from warehouse.connection import connect
+
+    with connect(settings):
+        pass  # creates the schema, no students
+    with pytest.raises(SourceError, match="no students in the warehouse"):
+        batch_score_flow(task="current")
+    assert not list(settings.home.glob("batch_scores/.tmp-*"))

@@ -95,10 +95,12 @@ def test_the_gate_rejects_a_weak_candidate_and_keeps_the_champion(pipeline: dict
     patch.setenv("PASSOS_HOME", str(settings.home))
     get_settings.cache_clear()
     try:
-        (outcome,) = train_flow(task="current", min_recall=1.0)
+        state = train_flow(task="current", min_recall=1.0, return_state=True)
+        (outcome,) = state.result()
     finally:
         patch.undo()
         get_settings.cache_clear()
+    assert state.name == "Rejected" and "current" in (state.message or "")
     assert outcome["accepted"] is False and any("recall" in r for r in outcome["reasons"])
     assert registry.champion("current") == before
     assert registry.metadata("current", outcome["version"])["gate"]["accepted"] is False
