@@ -56,7 +56,9 @@ _BASE: tuple[FeatureSpec, ...] = (
     FeatureSpec("anos_no_programa", "numeric", "Years since joining the programme (derived)", 0, 30),
     FeatureSpec("idade_ref", "numeric", "Age on 31 March of the year, from the birth date (derived)", 3, 45),
     FeatureSpec("fase_esperada", "numeric", "Level expected for the age by the school-grade rule (derived)", 0, 8),
-    FeatureSpec("atraso_esperado", "numeric", "fase minus fase_esperada (derived; negative = below the age's level)", -10, 10),
+    FeatureSpec(
+        "atraso_esperado", "numeric", "fase minus fase_esperada (derived; negative = below the age's level)", -10, 10
+    ),
     FeatureSpec("genero", "categorical", "Gender", categories=GENEROS),
     FeatureSpec("instituicao", "categorical", "School type (collapsed)", categories=INSTITUICOES),
     _indicator("iaa", "Self-assessment (IAA)"),
@@ -74,7 +76,9 @@ _BASE: tuple[FeatureSpec, ...] = (
 )
 
 _THIS_YEAR_OUTCOMES: tuple[FeatureSpec, ...] = (
-    FeatureSpec("folga_proximo_ano", "numeric", "fase + 1 minus the level expected for next year's age (derived)", -10, 10),
+    FeatureSpec(
+        "folga_proximo_ano", "numeric", "fase + 1 minus the level expected for next year's age (derived)", -10, 10
+    ),
     FeatureSpec("defasagem", "numeric", "This year's setback (years; negative = behind)", -10, 10),
     _indicator("ian", "Level adequacy (IAN)"),
     FeatureSpec("inde", "numeric", "This year's INDE, 0-10", 0.0, 10.0),

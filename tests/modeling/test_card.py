@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ def result() -> TrainingResult:
 
 def test_card_writes_markdown_and_plots(result: TrainingResult, tmp_path: Path) -> None:
     best = result.best
-    start = time.perf_counter()
     card = write_card(
         tmp_path / "v1",
         task="current",
@@ -36,7 +34,6 @@ def test_card_writes_markdown_and_plots(result: TrainingResult, tmp_path: Path) 
         feature_importance=best.bundle.feature_importance(),
         groups=best.test_predictions.groups,
     )
-    elapsed = time.perf_counter() - start
     assert card == tmp_path / "v1" / "card.md"
     for name in PLOTS:
         assert (tmp_path / "v1" / "plots" / name).read_bytes().startswith(PNG)
