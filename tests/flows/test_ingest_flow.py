@@ -73,3 +73,44 @@ def test_an_unwritable_home_is_a_clear_error_at_startup(tmp_path: Path, monkeypa
             assert "not writable" in result.output and str(blocker) in result.output
     finally:
         get_settings.cache_clear()
+
+
+def test_a_held_warehouse_fails_the_flow_cleanly_and_writes_nothing(
+    prefect_harness: None, settings: Settings, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from flows.ingest import ingest_flow
+    from passos.errors import WarehouseBusyError
+    from warehouse.connection import connect
+
+    with connect(settings):
+        pass  # an empty warehouse with its schema
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "pede_2030.csv").write_text(f"{HEADER}\nA,ALFA,8,Menina,8,7,6,5,7,5,-1,ALFA\n", encoding="utf-8")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(settings.warehouse_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        state = ingest_flow(sources=[str(folder)], return_state=True)
+        assert state.is_failed()
+        with pytest.raises(WarehouseBusyError, match="locked by another process"):
+            state.result()
+    finally:
+        holder.kill()
+        holder.wait()
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert con.execute("select count(*) from students").fetchall() == [(0,)]
+        assert con.execute("select count(*) from ingest_runs").fetchall() == [(0,)]

@@ -181,3 +181,22 @@ def test_rate_limit_per_client(model_home, tmp_path) -> None:  # type: ignore[no
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_no_student_id_or_name_in_logs_or_the_prediction_log(
+    service: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    secret = "RA-SECRET-4711"
+    with caplog.at_level(logging.DEBUG), service.client() as client:
+        client.post("/predict", json=EXAMPLE | {"student_id": secret})
+        client.post("/predict/batch", json={"students": [EXAMPLE | {"student_id": secret}]})
+        named = client.post("/predict", json=EXAMPLE | {"nome": "Maria da Silva"})
+        time.sleep(0.3)
+    assert named.status_code == 422  # names are not accepted at all
+    service.server.should_exit = True  # flush the prediction log on shutdown
+    time.sleep(0.5)
+    written = "".join(p.read_text() for p in service.settings.predictions_dir.glob("*.jsonl"))
+    assert written and secret not in written and "Maria" not in written
+    assert secret not in caplog.text and "Maria" not in caplog.text

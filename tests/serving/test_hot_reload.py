@@ -132,3 +132,22 @@ def test_not_ready_without_champions(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("pointer", ["missing-version", "corrupt-json"])
+def test_a_bad_pointer_keeps_the_last_good_model(service: Running, pointer: str) -> None:
+    registry = service.registry
+    good = registry.champion("current")
+    path = registry.pointer_path("current")
+    if pointer == "missing-version":
+        path.write_text(path.read_text().replace(good, "v20990101T000000Z-deadbeef"))
+    else:
+        path.write_text("{not json")
+    with service.client() as client:
+        wait_for(lambda: client.get("/ready").json()["problems"].get("current"))
+        ready = client.get("/ready").json()
+        answer = client.post("/predict", json=EXAMPLE)
+        model = client.get("/model").json()["current"]
+    assert ready["ready"] is True and ready["models"]["current"] == good
+    assert answer.status_code == 200 and answer.json()["model_version"] == good
+    assert model["version"] == good and model["problem"]
