@@ -106,3 +106,46 @@ def load(
         "requests_per_s": round(len(latencies) / elapsed, 1),
         **percentiles(latencies),
     }
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%f %%f %%f %%f\\n", summary.requests, e.connect + e.read + e.write + e.timeout,
+    e.status, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def load_wrk(url: str, path: str, body: bytes, *, concurrency: int, seconds: float) -> dict[str, Any] | None:
+    """The same measurement with wrk (a C load generator, Debian package `wrk`) when it is installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("wrk") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT % body.decode())
+    run = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", script.name, f"{url}{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))
+    requests, socket_errors, status_errors, duration_us, p50, p95, p99, mean = line.split()[1:]
+    return {
+        "generator": "wrk -t1",
+        "concurrency": concurrency,
+        "requests": int(requests),
+        "errors": int(socket_errors) + int(status_errors),
+        "requests_per_s": round(int(requests) / (int(duration_us) / 1e6), 1),
+        "p50_ms": round(float(p50) / 1000, 3),
+        "p95_ms": round(float(p95) / 1000, 3),
+        "p99_ms": round(float(p99) / 1000, 3),
+        "mean_ms": round(float(mean) / 1000, 3),
+    }

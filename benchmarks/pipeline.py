@@ -85,6 +85,7 @@ def main() -> None:
             timings = stages(folder, root / f"home{scale}")
             results[f"x{scale}"] = {"student_years": rows, **timings}
             print(f"x{scale}: {rows} rows {timings}", flush=True)
+            save("pipeline", results)  # partial results survive a long or interrupted run
         import os
 
         from passos.settings import get_settings
