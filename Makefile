@@ -31,9 +31,10 @@ pipeline: install  ## ingest, train, score and monitor (DATA=folder to read anot
 run: pipeline  ## the whole pipeline, then serve the API on $(HOST):$(PORT)
 	$(BIN)/passos serve --host $(HOST) --port $(PORT)
 
-test: install  ## lint, then the whole suite with the coverage gate
+test: install  ## lint and type-check, then the whole suite with the coverage gate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest --cov --cov-report=term -q
 
 lint: install

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
 
@@ -19,7 +19,7 @@ from passos.settings import get_settings
 def pipeline_flow(data_dir: str | None = None, min_recall: float | None = None) -> dict[str, Any]:
     """Run every stage in order on ``data_dir`` (default ``PASSOS_DATA_DIR``)."""
     ingested = ingest_flow(sources=[data_dir] if data_dir else None)
-    trained = train_flow(task="all", min_recall=min_recall)
+    trained = cast("list[dict[str, Any]]", train_flow(task="all", min_recall=min_recall))
     registry = Registry.from_settings(get_settings())
     scored = [score_flow(task=name) for name in TASKS if registry.champion(name) is not None]
     drift = drift_flow(task="all")

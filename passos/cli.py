@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -137,7 +137,7 @@ def train(
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
     from flows.train import train_flow
 
-    result = train_flow(task=task, min_recall=min_recall)
+    result = cast("list[dict[str, Any]]", train_flow(task=task, min_recall=min_recall))
     for row in result:
         verdict = "ACCEPTED" if row["accepted"] else "REJECTED"
         typer.echo(
