@@ -100,6 +100,7 @@ def predict_rows(loaded: Loaded, students: list[BaseModel], *, reasons: bool = T
     else:
         scores, why_all = loaded.model.predict_proba(matrix), [[] for _ in students]
     threshold = loaded.threshold
+    importance = loaded.importance
     out = []
     for record, sent, score, why in zip(records, sent_names, scores, why_all, strict=True):
         out.append(
@@ -111,6 +112,7 @@ def predict_rows(loaded: Loaded, students: list[BaseModel], *, reasons: bool = T
                 "threshold": threshold,
                 "reasons": why,
                 "missing": [name for name in used if record.get(name) is None],
+                "known_importance": round(sum(importance.get(n, 0.0) for n in used if record.get(n) is not None), 4),
                 "ignored": [name for name in sent if name not in used_set and name not in NOT_FEATURES],
             }
         )

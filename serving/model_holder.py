@@ -39,6 +39,18 @@ class Loaded:
     def threshold(self) -> float:
         return float(self.model.threshold)
 
+    @property
+    def importance(self) -> dict[str, float]:
+        """Global importance per feature (sums to 1), for telling how much of the model an answer used."""
+        cached: dict[str, float] | None = self.__dict__.get("_importance")
+        if cached is None:
+            try:
+                cached = {k: float(v) for k, v in self.model.feature_importance().items()}
+            except (AttributeError, TypeError, ValueError):
+                cached = {}
+            object.__setattr__(self, "_importance", cached)
+        return cached
+
 
 class ModelHolder:
     """The current model per task, kept in step with the registry's champion pointers."""

@@ -162,6 +162,11 @@ class Prediction(BaseModel):
     threshold: float
     reasons: list[Reason]
     missing: list[str] = Field(description="Features the model uses that were not sent (treated as unknown)")
+    known_importance: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Share of the model's global importance carried by the features sent: low means a weak answer",
+    )
     ignored: list[str] = Field(description="Fields sent that this task's model does not use")
 
 

@@ -26,6 +26,7 @@ def test_the_original_example_payload_is_answered(service: Running) -> None:
     assert body["model_version"] == service.registry.champion("current")
     assert body["ignored"] == ["inde"]  # the current task may not use INDE (leakage policy)
     assert "ida" in body["missing"] and "fase" not in body["missing"]
+    assert 0.0 <= body["known_importance"] < 1.0
     assert response.headers["x-request-id"]
 
 
