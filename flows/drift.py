@@ -18,7 +18,7 @@ from monitoring.drift import DriftCheck, Thresholds, check, fit_years, frame_fro
 from monitoring.evidently_adapter import write_report
 from monitoring.report_index import scan_entries, write_index
 from passos.settings import Settings, get_settings
-from warehouse.connection import connect
+from warehouse.connection import connect, replace_rows
 from warehouse.predictions import load_prediction_log, prediction_inputs
 
 
@@ -63,9 +63,7 @@ def check_task(
 def record_task(settings: Settings, row: dict[str, Any]) -> None:
     """One row of ``drift_reports``."""
     with connect(settings) as con:
-        con.register("incoming", pd.DataFrame([row]))
-        con.execute("insert into drift_reports by name select * from incoming")
-        con.unregister("incoming")
+        replace_rows(con, "drift_reports", pd.DataFrame([row]))
 
 
 @flow(name="drift")

@@ -12,7 +12,7 @@ from modeling.registry import Registry
 from modeling.scoring import score_frame
 from passos.errors import ModelNotFoundError
 from passos.settings import Settings, get_settings
-from warehouse.connection import connect
+from warehouse.connection import connect, replace_rows
 
 
 @task
@@ -38,18 +38,16 @@ def score_task(settings: Settings, task_name: str, frame: pd.DataFrame) -> pd.Da
 @task(retries=2, retry_delay_seconds=2)
 def write_scores(settings: Settings, scores: pd.DataFrame, out: str | None) -> int:
     """Replace the scored (year, task) rows of ``risk_scores`` in one transaction; optionally a CSV."""
+    years = sorted({int(y) for y in scores["year"]})
+    tasks = sorted(set(scores["task"]))
     with connect(settings) as con:
-        con.execute("begin transaction")
-        try:
-            for year, task_name in scores[["year", "task"]].drop_duplicates().itertuples(index=False):
-                con.execute("delete from risk_scores where year = ? and task = ?", [int(year), task_name])
-            con.register("incoming", scores)
-            con.execute("insert into risk_scores by name select * from incoming")
-            con.unregister("incoming")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        replace_rows(
+            con,
+            "risk_scores",
+            scores,
+            delete_where=f"year in ({', '.join('?' * len(years))}) and task in ({', '.join('?' * len(tasks))})",
+            params=[*years, *tasks],
+        )
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         scores.to_csv(out, index=False)

@@ -24,7 +24,7 @@ from monitoring.drift import fit_years
 from passos import __version__
 from passos.errors import PassosError
 from passos.settings import PROJECT_ROOT, Settings, get_settings
-from warehouse.connection import connect
+from warehouse.connection import connect, replace_rows
 
 
 @task
@@ -187,13 +187,7 @@ def sync_registry_table(settings: Settings) -> int:
     """Mirror the registry's versions into the warehouse table ``model_registry``."""
     rows = Registry.from_settings(settings).registry_rows()
     with connect(settings) as con:
-        con.execute("begin transaction")
-        con.execute("delete from model_registry")
-        if rows:
-            con.register("incoming", pd.DataFrame(rows))
-            con.execute("insert into model_registry by name select * from incoming")
-            con.unregister("incoming")
-        con.execute("commit")
+        replace_rows(con, "model_registry", pd.DataFrame(rows), delete_where="true")
     return len(rows)
 
 

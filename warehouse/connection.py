@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from passos.errors import WarehouseBusyError
 from passos.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-SCHEMA_FILES = ("schema", "features_current", "features_next_year")
+SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year")
 
 
 def sql(name: str) -> str:
@@ -65,3 +66,30 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    frame: pd.DataFrame,
+    *,
+    delete_where: str | None = None,
+    params: Sequence[object] = (),
+) -> int:
+    """In one transaction: optionally delete ``where``, then insert ``frame`` by column name.
+
+    A reader never sees the table half-replaced, and a failure leaves it as it was.
+    """
+    con.execute("begin transaction")
+    try:
+        if delete_where is not None:
+            con.execute(f"delete from {table} where {delete_where}", list(params))
+        if len(frame):
+            con.register("incoming_rows", frame)
+            con.execute(f"insert into {table} by name select * from incoming_rows")
+            con.unregister("incoming_rows")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    return len(frame)

@@ -15,22 +15,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from warehouse.connection import replace_rows
+from warehouse.contracts import CONTRACTS
+
 log = logging.getLogger(__name__)
-COLUMNS = (
-    "file",
-    "line",
-    "ts",
-    "request_id",
-    "endpoint",
-    "task",
-    "model_version",
-    "latency_ms",
-    "inputs",
-    "risk_score",
-    "risk_label",
-    "student_hash",
-    "error",
-)
+COLUMNS = CONTRACTS["predictions"]
 
 
 @dataclass
@@ -82,15 +71,7 @@ def load_prediction_log(con: duckdb.DuckDBPyConnection, directory: Path) -> Pred
     if rows:
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce").dt.tz_localize(None)
-        con.execute("begin transaction")
-        try:
-            con.register("incoming", frame)
-            con.execute("insert into predictions by name select * from incoming")
-            con.unregister("incoming")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+        replace_rows(con, "predictions", frame)
     result.rows_loaded = len(rows)
     return result
 

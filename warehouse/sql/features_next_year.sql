@@ -1,58 +1,18 @@
--- Model inputs of the `next_year` task (behind next year, from this year's data).
--- One row per student-year; `target` is known when the student appears in the following year.
-create or replace macro fase_esperada(age) as
-    case
-        when age is null then null
-        when floor(age) - 5 < 1 then 0
-        when floor(age) - 5 > 12 then 8
-        else [0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 6, 7][(floor(age) - 5)::integer]
-    end;
-
+-- Model inputs of the `next_year` task (behind next year, from this year's data), one row per
+-- student-year: FEATURES["next_year"] plus ra, year and target, known when the student appears
+-- in the following year.
 create or replace view features_next_year as
 with
-students as (
-    select
-        *,
-        case
-            when data_nasc is not null then date_diff('day', data_nasc, make_date(year, 3, 31)) / 365.25
-            when ano_nasc is not null then year - ano_nasc - 0.25
-            else idade - 0.25
-        end as idade_ref
-    from students
-),
-previous_year as (
-    select ra, year + 1 as year, defasagem as prev_defasagem, inde as prev_inde, ida as prev_ida
-    from students
-),
-following_year as (
-    select ra, year - 1 as year, defasagem as next_defasagem
-    from students
-),
 final as (
     select
-        s.ra,
-        s.year,
-        s.fase::double as fase,
-        s.idade::double as idade,
-        (s.idade - s.fase)::double as idade_menos_fase,
-        greatest(s.year - s.ano_ingresso, 0)::double as anos_no_programa,
-        s.idade_ref,
-        fase_esperada(s.idade_ref)::double as fase_esperada,
-        (s.fase - fase_esperada(s.idade_ref))::double as atraso_esperado,
-        s.genero,
-        s.instituicao,
-        s.iaa, s.ieg, s.ips, s.ipp, s.ida, s.ipv,
-        s.mat, s.por, s.ing,
-        p.prev_defasagem::double as prev_defasagem,
-        p.prev_inde,
-        p.prev_ida,
-        (s.fase + 1 - fase_esperada(s.idade_ref + 1))::double as folga_proximo_ano,
-        s.defasagem::double as defasagem,
-        s.ian,
-        s.inde,
-        case when n.next_defasagem is null then null else (n.next_defasagem < 0)::double end as target
-    from students as s
-    left join previous_year as p on p.ra = s.ra and p.year = s.year
-    left join following_year as n on n.ra = s.ra and n.year = s.year
+        ra, year,
+        fase, idade, idade_menos_fase, anos_no_programa, idade_ref, fase_esperada, atraso_esperado,
+        genero, instituicao,
+        iaa, ieg, ips, ipp, ida, ipv,
+        mat, por, ing,
+        prev_defasagem, prev_inde, prev_ida,
+        folga_proximo_ano, defasagem, ian, inde,
+        case when next_defasagem is null then null else (next_defasagem < 0)::double end as target
+    from feature_base
 )
 select * from final;
