@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from features.harmonise import EVALUATION_TEXT
 from passos.errors import LeakageError
 
 Task = Literal["current", "next_year"]
@@ -90,25 +91,7 @@ FEATURES: dict[str, tuple[FeatureSpec, ...]] = {
 }
 
 # Columns a task may never use (see the module docstring).
-_ALWAYS_FORBIDDEN = frozenset(
-    {
-        "pedra",
-        "cg",
-        "cf",
-        "ct",
-        "rec_av1",
-        "rec_av2",
-        "rec_av3",
-        "rec_av4",
-        "rec_psicologia",
-        "indicado",
-        "atingiu_pv",
-        "destaque_ieg",
-        "destaque_ida",
-        "destaque_ipv",
-        "target",
-    }
-)
+_ALWAYS_FORBIDDEN = frozenset({"pedra", "cg", "cf", "ct", *EVALUATION_TEXT, "target"})
 FORBIDDEN: dict[str, frozenset[str]] = {
     "current": _ALWAYS_FORBIDDEN | {"ian", "fase_ideal", "defasagem", "inde"},
     "next_year": _ALWAYS_FORBIDDEN | {"next_defasagem", "next_fase_ideal", "next_ian"},

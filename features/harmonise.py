@@ -23,6 +23,20 @@ _HERE = Path(__file__).resolve().parent
 NUMERIC_MARKERS = frozenset({"incluir", "#n/a", "n/a", "na", "nan", "-", "--", "#valor!", "#ref!", "#div/0!"})
 INDICATORS = ("iaa", "ieg", "ips", "ipp", "ida", "ipv", "ian", "inde")
 GRADES = ("mat", "por", "ing")
+# What the evaluators wrote in the same evaluation (recommendations, highlights): kept for
+# analysts, never a model input (features/featuresets.py).
+EVALUATION_TEXT = (
+    "rec_av1",
+    "rec_av2",
+    "rec_av3",
+    "rec_av4",
+    "rec_psicologia",
+    "indicado",
+    "atingiu_pv",
+    "destaque_ieg",
+    "destaque_ida",
+    "destaque_ipv",
+)
 # Indicators are 0-10; the 2024 sheet holds 10.002 and 2023 holds 10.01 (rounding noise), so
 # the range check allows a small tolerance and values in it are clipped to 10.
 INDICATOR_TOLERANCE = 0.05
@@ -305,22 +319,7 @@ PARSERS: dict[str, Any] = {
     "ct": parse_int,
     "n_av": parse_int,
     **dict.fromkeys(INDICATORS + GRADES, parse_number),
-    **dict.fromkeys(
-        (
-            "rec_av1",
-            "rec_av2",
-            "rec_av3",
-            "rec_av4",
-            "rec_psicologia",
-            "indicado",
-            "atingiu_pv",
-            "destaque_ieg",
-            "destaque_ida",
-            "destaque_ipv",
-            "ativo",
-        ),
-        parse_text,
-    ),
+    **dict.fromkeys((*EVALUATION_TEXT, "ativo"), parse_text),
 }
 # The warehouse `students` columns, in order (see warehouse/sql/schema.sql).
 STUDENT_COLUMNS: tuple[str, ...] = (
@@ -345,16 +344,7 @@ STUDENT_COLUMNS: tuple[str, ...] = (
     "cf",
     "ct",
     "n_av",
-    "rec_av1",
-    "rec_av2",
-    "rec_av3",
-    "rec_av4",
-    "rec_psicologia",
-    "indicado",
-    "atingiu_pv",
-    "destaque_ieg",
-    "destaque_ida",
-    "destaque_ipv",
+    *EVALUATION_TEXT,
     "ativo",
 )
 
