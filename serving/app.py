@@ -33,7 +33,7 @@ from serving.schemas import (
     Prediction,
     PredictRequest,
 )
-from serving.tracing import Tracer
+from serving.tracing import ProcessTracer
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
@@ -55,7 +55,7 @@ class Services:
         self.settings = settings
         self.holder = ModelHolder(Registry.from_settings(settings), interval_s=settings.reload_interval_s)
         self.prediction_log = PredictionLog.from_settings(settings)
-        self.tracer = Tracer.from_settings(settings)
+        self.tracer = ProcessTracer.from_settings(settings)
         self.salt = settings.id_salt.get_secret_value()
 
     def close(self) -> None:

@@ -329,3 +329,119 @@ def _forget_sdk_client(client: Langfuse | None) -> None:
                     del instances[key]
     except Exception:
         logger.debug("could not drop the Langfuse client cache", exc_info=True)
+
+
+class ProcessTracer:
+    """A :class:`Tracer` in a child process: the request path only hands a record to a pipe.
+
+    The Langfuse SDK builds spans, encodes protobuf and exports in Python; in the serving
+    process that work competes with requests for the GIL (throughput halved in
+    ``benchmarks/api.py``). Here the child process owns the SDK and the other core does the
+    work; the parent pays a queue append (the pickling happens in the queue's feeder thread).
+    Same interface as :class:`Tracer`: ``enabled``, ``record``, ``shutdown``, ``dropped``, ``sent``.
+    """
+
+    def __init__(self, config: dict[str, Any], *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        import multiprocessing
+
+        self.dropped = 0
+        self._config = config
+        self._enabled = (
+            bool(config.get("public_key")) and bool(config.get("secret_key")) and config.get("enabled", True)
+        )
+        self._process: Any = None
+        if not self._enabled:
+            logger.info("Langfuse tracing is off (keys missing or LANGFUSE_TRACING_ENABLED=false)")
+            return
+        context = multiprocessing.get_context("spawn")
+        self._queue: Any = context.Queue(maxsize=queue_size)
+        self._sent: Any = context.Value("q", 0)
+        self._process = context.Process(
+            target=_child_main, args=(config, self._queue, self._sent), name="passos-langfuse", daemon=True
+        )
+        self._process.start()
+        logger.info("Langfuse tracing on in process %s: %s", self._process.pid, config.get("base_url"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessTracer:
+        """Build it from the ``LANGFUSE_*`` settings (see :meth:`Tracer.from_settings`)."""
+        secret = settings.langfuse_secret_key
+        return cls(
+            {
+                "public_key": settings.langfuse_public_key,
+                "secret_key": secret.get_secret_value() if secret is not None else None,
+                "base_url": settings.langfuse_base_url,
+                "enabled": settings.langfuse_tracing_enabled,
+                "timeout_s": settings.langfuse_timeout_s,
+            }
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether records are sent to Langfuse."""
+        return bool(self._enabled)
+
+    @property
+    def sent(self) -> int:
+        """Records the child handed to its SDK."""
+        return int(self._sent.value) if self._enabled else 0
+
+    def record(self, **fields: Any) -> None:
+        """Queue one prediction (the arguments of :meth:`Tracer.record`); never blocks, never raises."""
+        if not self._enabled:
+            return
+        try:
+            self._queue.put_nowait(
+                _Record(
+                    fields["name"],
+                    fields["request_id"],
+                    dict(fields["inputs"]),
+                    dict(fields["output"]),
+                    fields.get("model_version"),
+                    fields["task"],
+                    fields["latency_ms"],
+                    fields.get("error"),
+                    fields.get("student_hash"),
+                )
+            )
+        except Exception:  # queue full, closed, or bad arguments: the prediction must not fail
+            self.dropped += 1
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask the child to flush and stop; kill it if it takes longer than about ``timeout``."""
+        if self._process is None:
+            return
+        try:
+            self._queue.put(None, timeout=1.0)
+        except Exception:
+            logger.warning("could not signal the Langfuse process; stopping it")
+        self._process.join(timeout + 1.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2.0)
+        self._queue.close()
+        self._queue.cancel_join_thread()
+        self._process = None
+
+
+def _child_main(config: dict[str, Any], records: Any, sent: Any) -> None:
+    """The child process: one :class:`Tracer`, fed from the queue until ``None`` arrives."""
+    tracer = Tracer(
+        public_key=config.get("public_key"),
+        secret_key=config.get("secret_key"),
+        base_url=config["base_url"],
+        enabled=config.get("enabled", True),
+        timeout_s=config.get("timeout_s", 2.0),
+    )
+    while True:
+        item = records.get()
+        if item is None:
+            break
+        try:
+            tracer._send(item)
+        except Exception:
+            logger.warning("could not build the Langfuse trace", exc_info=True)
+        else:
+            with sent.get_lock():
+                sent.value += 1
+    tracer.shutdown(timeout=config.get("timeout_s", 2.0) + 1.0)
