@@ -151,11 +151,13 @@ def register_task(
     }
     importance = served.feature_importance()
 
+    version = registry.new_version()
+
     def extras(directory: Path) -> None:
         write_card(
             directory,
             task=result.task,
-            version=directory.name,
+            version=version,
             metadata=card_facts | {"gate": verdict.as_dict(), "served_model": metadata["served_model"]},
             y_true=chosen.test_predictions.y_true,
             y_score=chosen.test_predictions.y_score,
@@ -164,7 +166,7 @@ def register_task(
             groups=chosen.test_predictions.groups,
         )
 
-    version = registry.save(result.task, served, metadata, extra_files=extras)
+    registry.save(result.task, served, metadata, version=version, extra_files=extras)
     if verdict.accepted:
         registry.promote(result.task, version, reason="training run: gate passed")
     test = chosen.test_metrics

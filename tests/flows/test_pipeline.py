@@ -49,7 +49,7 @@ def test_pipeline_loads_trains_scores_and_reports(pipeline: dict) -> None:
         champion = registry.champion(task)
         assert champion is not None
         folder = registry.path(task, champion)
-        assert (folder / "card.md").read_text().startswith("# Model card")
+        assert (folder / "card.md").read_text().startswith(f"# Model card: `{task}`, version `{champion}`")
         assert {p.name for p in (folder / "plots").iterdir()} >= {
             "roc.png",
             "pr.png",
