@@ -44,7 +44,7 @@ def synthesise(source: Path, target: Path, scale: int) -> int:
     return rows
 
 
-def stages(folder: Path, home: Path) -> dict[str, float]:
+def stages(folder: Path, home: Path, *, train: bool = True) -> dict[str, float]:
     from features.featuresets import TASKS
     from modeling.training import train_candidates
     from warehouse import loader
@@ -64,7 +64,7 @@ def stages(folder: Path, home: Path) -> dict[str, float]:
         for task in TASKS:
             frames[task] = con.execute(f"select * from features_{task}").df()
     timings["features_s"] = time.perf_counter() - started
-    for task in TASKS:
+    for task in TASKS if train else ():
         started = time.perf_counter()
         train_candidates(frames[task], task, recall_target=0.9, seed=42)
         timings[f"train_{task}_s"] = time.perf_counter() - started
@@ -75,6 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--data", type=Path, default=PROJECT_ROOT.parent / "shared" / "data")
+    parser.add_argument("--skip-train", action="store_true", help="Time ingestion and features only.")
+    parser.add_argument("--skip-pipeline", action="store_true", help="Do not time the whole flow.")
+    parser.add_argument("--name", default="pipeline", help="Results file name (benchmarks/results/NAME.json).")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine()}
     with tempfile.TemporaryDirectory() as scratch:
@@ -82,10 +85,12 @@ def main() -> None:
         for scale in args.scales:
             folder = root / f"x{scale}"
             rows = synthesise(args.data, folder, scale)
-            timings = stages(folder, root / f"home{scale}")
+            timings = stages(folder, root / f"home{scale}", train=not args.skip_train)
             results[f"x{scale}"] = {"student_years": rows, **timings}
             print(f"x{scale}: {rows} rows {timings}", flush=True)
-            save("pipeline", results)  # partial results survive a long or interrupted run
+            save(args.name, results)  # partial results survive a long or interrupted run
+        if args.skip_pipeline:
+            return
         import os
 
         from passos.settings import get_settings
@@ -99,7 +104,7 @@ def main() -> None:
         started = time.perf_counter()
         pipeline_flow(data_dir=str(args.data), min_recall=0.75)
         results["whole_pipeline_real_data_s"] = round(time.perf_counter() - started, 2)
-    save("pipeline", results)
+    save(args.name, results)
 
 
 if __name__ == "__main__":
