@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +30,21 @@ def load_log_task(settings: Settings) -> int:
         return load_prediction_log(con, settings.predictions_dir).rows_loaded
 
 
+@dataclass
+class DriftFrames:
+    """What one task's drift run compares: the reference and the current frames."""
+
+    reference: pd.DataFrame
+    year: pd.DataFrame
+    log: pd.DataFrame
+    latest: int
+    reference_years: str
+
+
 @task
 def frames_task(
     settings: Settings, task_name: str, years: list[int], current_year: int | None, window_days: int | None
-) -> dict[str, pd.DataFrame]:
+) -> DriftFrames:
     """Reference (champion's fit years, minus the current year) and the current frames."""
     with connect(settings, read_only=True) as con:
         table = f"features_{task_name}"
@@ -42,12 +54,9 @@ def frames_task(
         reference = con.execute(f"select * from {table} where year in ({marks})", reference_years).df()
         current = con.execute(f"select * from {table} where year = ?", [latest]).df()
         logged = prediction_inputs(con, task_name, days=window_days)
-    return {
-        "reference": reference,
-        "year": current,
-        "log": frame_from_log(logged, task_name),
-        "meta": pd.DataFrame({"latest": [latest], "reference_years": [",".join(map(str, reference_years))]}),
-    }
+    return DriftFrames(
+        reference, current, frame_from_log(logged, task_name), latest, ",".join(map(str, reference_years))
+    )
 
 
 @task
@@ -85,15 +94,14 @@ def drift_flow(
         model, metadata = registry.load_checked(name, version)
         frames = frames_task(settings, name, fit_years(metadata), year, window_days)
         recall = ((metadata.get("metrics") or {}).get("test") or {}).get("recall")
-        meta = frames["meta"].iloc[0]
-        comparisons = [("year", f"year {meta['latest']}")]
-        if len(frames["log"]) >= 30:
+        comparisons = [("year", f"year {frames.latest}")]
+        if len(frames.log) >= 30:
             comparisons.append(("log", f"prediction log, last {window_days} days" if window_days else "prediction log"))
         for key, label in comparisons:
-            current = frames[key]
+            current = frames.year if key == "year" else frames.log
             if current.empty:
                 continue
-            outcome = check_task(settings, model, frames["reference"], current, name, recall)
+            outcome = check_task(settings, model, frames.reference, current, name, recall)
             run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{name}-{key}-{uuid.uuid4().hex[:6]}"
             directory = settings.reports_dir / "drift" / run_id
             created = datetime.now(UTC)
@@ -107,7 +115,7 @@ def drift_flow(
                     "verdict": outcome.verdict,
                     "score_psi": outcome.score_psi,
                     "model_version": version,
-                    "reference": f"years {meta['reference_years']}",
+                    "reference": f"years {frames.reference_years}",
                     "current": label,
                     "reasons": outcome.reasons,
                 },
@@ -118,9 +126,9 @@ def drift_flow(
                 "created_at": created.replace(tzinfo=None),
                 "task": name,
                 "model_version": version,
-                "reference": f"years {meta['reference_years']}",
+                "reference": f"years {frames.reference_years}",
                 "current": label,
-                "reference_rows": len(frames["reference"]),
+                "reference_rows": len(frames.reference),
                 "current_rows": len(current),
                 "share_drifted": outcome.result.share_drifted,
                 "drifted_columns": json.dumps(outcome.result.drifted_columns),

@@ -13,12 +13,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from features.featuresets import derive, encode, feature_names
@@ -85,24 +87,25 @@ def require_api_key(request: Request, services: ServicesDep) -> None:
 AuthDep = Depends(require_api_key)
 
 
-def predict_rows(loaded: Loaded, students: list[BaseModel], *, reasons: bool = True) -> list[dict[str, Any]]:
-    """Score students with one model: risk, label, reasons, and which fields were missing or ignored."""
+def sent_inputs(student: BaseModel) -> dict[str, Any]:
+    """The fields a client sent, without ``task`` and ``student_id``: the model's raw inputs, logged as such."""
+    return {k: v for k, v in student.__dict__.items() if v is not None and k not in ("task", "student_id")}
+
+
+def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool = True) -> list[dict[str, Any]]:
+    """Score students (their :func:`sent_inputs`) with one model: risk, label, reasons, missing and ignored fields."""
     used = feature_names(loaded.task)
     used_set = set(used)
-    records, sent_names = [], []
-    for student in students:
-        sent = {k: v for k, v in student.__dict__.items() if v is not None and k not in ("task", "student_id")}
-        sent_names.append(sent)
-        records.append(derive(sent, year=sent.get("year")))
+    records = [derive(sent, year=sent.get("year")) for sent in inputs]
     matrix = encode(records, loaded.task)
     if reasons:
         scores, why_all = loaded.model.explain(matrix)
     else:
-        scores, why_all = loaded.model.predict_proba(matrix), [[] for _ in students]
+        scores, why_all = loaded.model.predict_proba(matrix), [[] for _ in inputs]
     threshold = loaded.threshold
     importance = loaded.importance
     out = []
-    for record, sent, score, why in zip(records, sent_names, scores, why_all, strict=True):
+    for record, sent, score, why in zip(records, inputs, scores, why_all, strict=True):
         out.append(
             {
                 "risk_score": float(score),
@@ -127,91 +130,72 @@ def _model_or_503(services: Services, task: str) -> Loaded:
     return loaded
 
 
-def _log(
-    services: Services,
-    endpoint: str,
-    request_id: str,
-    student: BaseModel,
-    result: dict[str, Any] | None,
-    latency_ms: float,
-    task: str,
-    error: str | None = None,
-) -> tuple[dict[str, Any], dict[str, Any], str | None]:
-    """Append one prediction to the local log; returns (inputs, output, student hash) for tracing."""
-    raw_id = getattr(student, "student_id", None)
-    student_hash = hash_student_id(raw_id, services.salt) if raw_id else None
-    inputs = {k: v for k, v in student.__dict__.items() if v is not None and k not in ("student_id", "task")}
-    output = {"risk_score": result["risk_score"], "risk_label": result["risk_label"]} if result else {}
-    version = result["model_version"] if result else None
-    services.prediction_log.append(
-        {
-            "request_id": request_id,
-            "endpoint": endpoint,
-            "task": task,
-            "model_version": version,
-            "latency_ms": latency_ms,
-            "inputs": inputs,
-            **output,
-            "student_hash": student_hash,
-            "error": error,
-        }
-    )
-    return inputs, output, student_hash
+@dataclass(frozen=True)
+class _Call:
+    """One call of a prediction route, as the local log and the trace record it."""
 
+    services: Services
+    endpoint: str
+    task: str
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-def _record(
-    services: Services,
-    endpoint: str,
-    request_id: str,
-    student: BaseModel,
-    result: dict[str, Any] | None,
-    latency_ms: float,
-    task: str,
-    error: str | None = None,
-) -> None:
-    """Log one prediction locally and trace it (one trace per /predict call)."""
-    inputs, output, student_hash = _log(services, endpoint, request_id, student, result, latency_ms, task, error)
-    services.tracer.record(
-        name=endpoint,
-        request_id=request_id,
-        inputs=inputs,
-        output=output,
-        model_version=result["model_version"] if result else None,
-        task=task,
-        latency_ms=latency_ms,
-        error=error,
-        student_hash=student_hash,
-    )
-
-
-def _record_batch(
-    services: Services,
-    request_id: str,
-    students: list[BaseModel],
-    results: list[dict[str, Any]] | None,
-    latency_ms: float,
-    task: str,
-    error: str | None = None,
-) -> None:
-    """Log every student locally; trace the call once (inputs and outputs as lists)."""
-    inputs, outputs = [], []
-    for i, student in enumerate(students):
-        result = results[i] if results else None
-        student_inputs, output, _ = _log(
-            services, "predict_batch", request_id, student, result, latency_ms, task, error
+    def log(
+        self,
+        student: BaseModel,
+        inputs: dict[str, Any],
+        result: dict[str, Any] | None,
+        latency_ms: float,
+        error: str | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """Append one prediction to the local log; returns (output, student hash) for the trace."""
+        raw_id = getattr(student, "student_id", None)
+        student_hash = hash_student_id(raw_id, self.services.salt) if raw_id else None
+        output = {"risk_score": result["risk_score"], "risk_label": result["risk_label"]} if result else {}
+        self.services.prediction_log.append(
+            {
+                "request_id": self.request_id,
+                "endpoint": self.endpoint,
+                "task": self.task,
+                "model_version": result["model_version"] if result else None,
+                "latency_ms": latency_ms,
+                "inputs": inputs,
+                **output,
+                "student_hash": student_hash,
+                "error": error,
+            }
         )
-        inputs.append(student_inputs)
-        outputs.append(output)
-    services.tracer.record(
-        name="predict_batch",
-        request_id=request_id,
-        inputs={"students": inputs},
-        output={"predictions": outputs},
-        model_version=results[0]["model_version"] if results else None,
-        task=task,
-        latency_ms=latency_ms,
-        error=error,
-    )
+        return output, student_hash
+
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def record(
+        self,
+        students: list[BaseModel],
+        inputs: list[dict[str, Any]],
+        results: list[dict[str, Any]] | None,
+        error: str | None = None,
+    ) -> None:
+        """Log every student locally; trace the call once (one student as itself, a batch as lists)."""
+        latency_ms = self.latency_ms()
+        outputs, hashes = [], []
+        for i, student in enumerate(students):
+            output, student_hash = self.log(student, inputs[i], results[i] if results else None, latency_ms, error)
+            outputs.append(output)
+            hashes.append(student_hash)
+        single = self.endpoint == "predict"
+        self.services.tracer.record(
+            name=self.endpoint,
+            request_id=self.request_id,
+            inputs=inputs[0] if single else {"students": inputs},
+            output=outputs[0] if single else {"predictions": outputs},
+            model_version=results[0]["model_version"] if results else None,
+            task=self.task,
+            latency_ms=latency_ms,
+            error=error,
+            student_hash=hashes[0] if single else None,
+        )
 
 
 class BodyLimit:
@@ -301,10 +285,10 @@ class RateLimit:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service (models load in the lifespan, not here)."""
+    current = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current = settings or get_settings()
         services = Services(current)
         services.holder.start()
         app.state.services = services
@@ -314,7 +298,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             services.close()
 
-    limit = (settings or get_settings()).max_body_bytes
     app = FastAPI(
         title="Passos Mágicos early warning",
         version="1.0",
@@ -390,26 +373,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def predict(body: PredictRequest, services: ServicesDep) -> FastJSON:  # type: ignore[valid-type]
         """Risk for one student. Every field is optional; `task` picks the model (default `current`)."""
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        task = body.task  # type: ignore[attr-defined]
+        call = _Call(services, "predict", body.task)  # type: ignore[attr-defined]
+        inputs = [sent_inputs(body)]
         try:
-            loaded = _model_or_503(services, task)
+            loaded = _model_or_503(services, call.task)
         except HTTPException as error:
-            _record(
-                services,
-                "predict",
-                request_id,
-                body,
-                None,
-                (time.perf_counter() - started) * 1000,
-                task,
-                str(error.detail),
-            )
+            call.record([body], inputs, None, str(error.detail))
             raise
-        result = predict_rows(loaded, [body])[0]
-        _record(services, "predict", request_id, body, result, (time.perf_counter() - started) * 1000, task)
-        return FastJSON(result, headers={"x-request-id": request_id})
+        results = predict_rows(loaded, inputs)
+        call.record([body], inputs, results)
+        result = results[0]
+        return FastJSON(result, headers={"x-request-id": call.request_id})
 
     @app.post(
         "/predict/batch",
@@ -425,28 +399,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 f"batch of {len(body.students)} students is over the maximum of {services.settings.batch_max}",
             )
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        call = _Call(services, "predict_batch", body.task)
+        inputs = [sent_inputs(student) for student in body.students]
         try:
             loaded = _model_or_503(services, body.task)
         except HTTPException as error:
-            latency = (time.perf_counter() - started) * 1000
-            _record_batch(services, request_id, body.students, None, latency, body.task, str(error.detail))
+            call.record(body.students, inputs, None, str(error.detail))
             raise
-        results = predict_rows(loaded, body.students, reasons=body.include_reasons)
-        latency = (time.perf_counter() - started) * 1000
-        _record_batch(services, request_id, body.students, results, latency, body.task)
+        results = predict_rows(loaded, inputs, reasons=body.include_reasons)
+        call.record(body.students, inputs, results)
         return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
-            headers={"x-request-id": request_id},
+            headers={"x-request-id": call.request_id},
         )
 
-    from fastapi.staticfiles import StaticFiles
-
-    reports_dir = (settings or get_settings()).reports_dir
-    app.mount("/reports", StaticFiles(directory=reports_dir, html=True, check_dir=False), name="reports")
-    app.add_middleware(BodyLimit, limit=limit)
-    current = settings or get_settings()
+    app.mount("/reports", StaticFiles(directory=current.reports_dir, html=True, check_dir=False), name="reports")
+    app.add_middleware(BodyLimit, limit=current.max_body_bytes)
     if current.rate_limit_per_s > 0:
         app.add_middleware(RateLimit, per_second=current.rate_limit_per_s, burst=current.rate_limit_burst)
     return app

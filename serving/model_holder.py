@@ -33,23 +33,12 @@ class Loaded:
     version: str
     model: Any
     metadata: dict[str, Any]
+    importance: dict[str, float] = field(default_factory=dict)  # global, sums to 1: what an answer covered
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def threshold(self) -> float:
         return float(self.model.threshold)
-
-    @property
-    def importance(self) -> dict[str, float]:
-        """Global importance per feature (sums to 1), for telling how much of the model an answer used."""
-        cached: dict[str, float] | None = self.__dict__.get("_importance")
-        if cached is None:
-            try:
-                cached = {k: float(v) for k, v in self.model.feature_importance().items()}
-            except (AttributeError, TypeError, ValueError):
-                cached = {}
-            object.__setattr__(self, "_importance", cached)
-        return cached
 
 
 class ModelHolder:
@@ -114,7 +103,7 @@ class ModelHolder:
         except Exception as error:  # any failure to load must leave the old model serving
             self._refuse(task, version, str(error))
             return
-        self._models[task] = Loaded(task, version, model, metadata)
+        self._models[task] = Loaded(task, version, model, metadata, _importance(model))
         self.problems.pop(task, None)
         self.reloads += 1
         log.info("serving %s model %s", task, version)
@@ -144,3 +133,11 @@ class ModelHolder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _importance(model: Any) -> dict[str, float]:
+    """The model's global importance per feature, computed once at load (empty when it has none)."""
+    try:
+        return {name: float(value) for name, value in model.feature_importance().items()}
+    except (AttributeError, TypeError, ValueError):
+        return {}

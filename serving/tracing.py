@@ -48,8 +48,8 @@ class _Record:
     model_version: str | None
     task: str
     latency_ms: float
-    error: str | None
-    student_hash: str | None
+    error: str | None = None
+    student_hash: str | None = None
 
 
 _STOP = object()
@@ -252,14 +252,18 @@ class Tracer:
             item = self._queue.get()
             if item is _STOP:
                 return
-            try:
-                self._send(item)
-            except Exception:
-                logger.warning("could not build the Langfuse trace", exc_info=True)
-                self._count_drop()
-            else:
-                with self._count_lock:
-                    self.sent += 1
+            self._deliver(item)
+
+    def _deliver(self, rec: _Record) -> None:
+        """Hand one record to the SDK, counting it as sent or dropped; never raises."""
+        try:
+            self._send(rec)
+        except Exception:
+            logger.warning("could not build the Langfuse trace", exc_info=True)
+            self._count_drop()
+        else:
+            with self._count_lock:
+                self.sent += 1
 
     def _send(self, rec: _Record) -> None:
         from langfuse import propagate_attributes
@@ -391,19 +395,7 @@ class ProcessTracer:
         if not self._enabled:
             return
         try:
-            self._queue.put_nowait(
-                _Record(
-                    fields["name"],
-                    fields["request_id"],
-                    dict(fields["inputs"]),
-                    dict(fields["output"]),
-                    fields.get("model_version"),
-                    fields["task"],
-                    fields["latency_ms"],
-                    fields.get("error"),
-                    fields.get("student_hash"),
-                )
-            )
+            self._queue.put_nowait(_Record(**fields))
         except Exception:  # queue full, closed, or bad arguments: the prediction must not fail
             self.dropped += 1
 
@@ -437,11 +429,6 @@ def _child_main(config: dict[str, Any], records: Any, sent: Any) -> None:
         item = records.get()
         if item is None:
             break
-        try:
-            tracer._send(item)
-        except Exception:
-            logger.warning("could not build the Langfuse trace", exc_info=True)
-        else:
-            with sent.get_lock():
-                sent.value += 1
+        tracer._deliver(item)
+        sent.value = tracer.sent
     tracer.shutdown(timeout=config.get("timeout_s", 2.0) + 1.0)

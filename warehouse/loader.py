@@ -134,9 +134,7 @@ def current_sha(con: duckdb.DuckDBPyConnection, year: int) -> str | None:
     return rows[0][0] if rows else None
 
 
-def load_year(
-    con: duckdb.DuckDBPyConnection, run_id: str, planned: Planned, harmonised: Harmonised | None = None
-) -> list[LoadResult]:
+def load_year(con: duckdb.DuckDBPyConnection, run_id: str, planned: Planned) -> list[LoadResult]:
     """Load the planned table of one year atomically (or do nothing when it is unchanged).
 
     The year's rows, quarantine and data-quality entries are replaced in one transaction, so a
@@ -145,6 +143,7 @@ def load_year(
     table = planned.table
     started = _now()
     results: list[LoadResult] = []
+    harmonised: Harmonised | None = None
     if current_sha(con, table.year) == table.sha256:
         result = LoadResult(table.origin, table.year, "unchanged", rows_read=len(table.rows), note="same sha256")
         n = con.execute("select count(*) from students where year = ?", [table.year]).fetchall()[0][0]
@@ -153,7 +152,7 @@ def load_year(
         _record_run(con, run_id, table.sha256, result, started)
         results.append(result)
     else:
-        harmonised = harmonised or harmonise_table(table)
+        harmonised = harmonise_table(table)
         frame = pd.DataFrame(harmonised.rows, columns=list(STUDENT_COLUMNS))
         frame["source"] = table.origin
         con.execute("begin transaction")
@@ -191,18 +190,19 @@ def load_year(
             con.execute("rollback")
             raise
         results.append(result)
+    chosen_rows = (harmonised or harmonise_table(table)).rows if planned.also_offered_by else []
     for other in planned.also_offered_by:
-        note = f"year {table.year} loaded from {table.origin} (CSV wins over workbook); " + _agreement(table, other)
+        agreement = _agreement(chosen_rows, other)
+        note = f"year {table.year} loaded from {table.origin} (CSV wins over workbook); {agreement}"
         skipped = LoadResult(other.origin, other.year, "skipped", rows_read=len(other.rows), note=note)
         _record_run(con, run_id, other.sha256, skipped, _now())
         results.append(skipped)
     return results
 
 
-def _agreement(chosen: YearTable, other: YearTable) -> str:
-    """Whether another source of the same year holds the same students and values."""
+def _agreement(a: list[dict[str, Any]], other: YearTable) -> str:
+    """Whether another source of the same year holds the same students and values as rows ``a``."""
     try:
-        a = harmonise_table(chosen).rows
         b = harmonise_table(other).rows
     except SourceError as error:
         return f"the other source is unreadable: {error.problem}"

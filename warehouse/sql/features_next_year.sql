@@ -5,13 +5,7 @@ create or replace view features_next_year as
 with
 final as (
     select
-        ra, year,
-        fase, idade, idade_menos_fase, anos_no_programa, idade_ref, fase_esperada, atraso_esperado,
-        genero, instituicao,
-        iaa, ieg, ips, ipp, ida, ipv,
-        mat, por, ing,
-        prev_defasagem, prev_inde, prev_ida,
-        folga_proximo_ano, defasagem, ian, inde,
+        * exclude (next_defasagem),
         case when next_defasagem is null then null else (next_defasagem < 0)::double end as target
     from feature_base
 )
