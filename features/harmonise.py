@@ -271,6 +271,27 @@ def _label(group: str, raw: Any) -> str | None:
     raise ValueProblem(f"unknown {group} label {str(raw)[:60]!r}")
 
 
+def parse_label(group: str, raw: Any) -> str | None:
+    """A raw label of ``group`` (``genero``, ``instituicao``, ``pedra``) as its code; unknown is a problem."""
+    return _label(group, raw)
+
+
+def label_spellings(group: str) -> list[str]:
+    """The spellings ``group`` accepts, as compared (lower case, no accents; ``*`` is literal)."""
+    return sorted(_labels()[group])
+
+
+def clip_rounding_noise(value: float) -> float:
+    """A 0-10 indicator or grade: up to ``10 + INDICATOR_TOLERANCE`` is the sheets' rounding noise, clipped to 10.
+
+    Raises:
+        ValueProblem: below 0 or above the tolerance.
+    """
+    if not 0.0 <= value <= 10.0 + INDICATOR_TOLERANCE:
+        raise ValueProblem(f"{value} outside 0-10")
+    return min(value, 10.0)
+
+
 def parse_genero(raw: Any) -> str | None:
     """``Menina``/``Feminino`` → ``F``; ``Menino``/``Masculino`` → ``M``."""
     return _label("genero", raw)
@@ -441,9 +462,10 @@ def _check(row: dict[str, Any], seen_ra: dict[str, int]) -> str | None:
     for column in (*INDICATORS, *GRADES):
         value = row.get(column)
         if value is not None:
-            if not 0.0 <= value <= 10.0 + INDICATOR_TOLERANCE:
+            try:
+                row[column] = clip_rounding_noise(value)
+            except ValueProblem:
                 return f"{column} = {value} outside 0-10"
-            row[column] = min(value, 10.0)
     checks = (("idade", AGE_RANGE), ("fase", FASE_RANGE), ("defasagem", DEFASAGEM_RANGE))
     for column, (low, high) in checks:
         value = row.get(column)

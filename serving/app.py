@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from features.featuresets import derive, encode, feature_names
 from modeling.registry import Registry
 from passos.settings import Settings, get_settings
+from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
 from serving.prediction_log import PredictionLog, hash_student_id
 from serving.schemas import (
@@ -34,11 +36,14 @@ from serving.schemas import (
     ErrorResponse,
     Prediction,
     PredictRequest,
+    did_you_mean,
 )
 from serving.tracing import ProcessTracer
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
+# Which worker process answered (`passos serve --workers N`): a header on the prediction routes.
+WORKER_HEADER = "x-worker-pid"
 
 
 class FastJSON(Response):
@@ -307,7 +312,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         responses={422: {"model": ErrorResponse}},
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
+    worker = str(os.getpid())
 
     error_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorResponse, "description": "body is not decodable"},
@@ -324,13 +333,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             location = [str(p) for p in item.get("loc", ()) if p != "body"]
             if item.get("type") == "json_invalid":
                 location = []  # the location is a character offset, not a field
-            errors.append(
-                {
-                    "field": ".".join(location) or "body",
-                    "rule": str(item.get("type", "invalid")),
-                    "message": str(item.get("msg", "invalid value")),
-                }
-            )
+            message = str(item.get("msg", "invalid value"))
+            if item.get("type") == "extra_forbidden" and location:
+                hint = did_you_mean(location[-1])
+                message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
+            errors.append({"field": ".".join(location) or "body", "rule": str(item.get("type", "invalid")), "message": message})
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
 
     @app.get("/health", tags=["ops"])
@@ -383,7 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = predict_rows(loaded, inputs)
         call.record([body], inputs, results)
         result = results[0]
-        return FastJSON(result, headers={"x-request-id": call.request_id})
+        return FastJSON(result, headers={"x-request-id": call.request_id, WORKER_HEADER: worker})
 
     @app.post(
         "/predict/batch",
@@ -410,7 +417,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         call.record(body.students, inputs, results)
         return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
-            headers={"x-request-id": call.request_id},
+            headers={"x-request-id": call.request_id, WORKER_HEADER: worker},
         )
 
     app.mount("/reports", StaticFiles(directory=current.reports_dir, html=True, check_dir=False), name="reports")

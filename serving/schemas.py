@@ -3,7 +3,15 @@
 Every feature any task uses is an optional request field with its documented range; the
 fields of the original example payload (``inde, iaa, ips, ipp, ipv, fase``) are always
 accepted. Numbers must be JSON numbers (``"7.5"`` is refused), finite (``NaN`` and
-``Infinity`` are refused), and unknown fields are refused with their name.
+``Infinity`` are refused), and unknown fields are refused with their name and, when one is
+close, a "did you mean" (:func:`did_you_mean`).
+
+The raw PEDE spellings that ingestion accepts are accepted here by the same functions of
+``features/harmonise.py`` (one set of rules): ``fase`` as ``"ALFA"``, ``"FASE 3"`` or ``"7E"``;
+``genero`` and ``instituicao`` as the labels of ``features/labels.yaml`` (``"Feminino"``,
+``"Menina"``, ``"Escola Pública"``; any case, with or without accents); 0-10 indicators and
+grades up to ``10 + INDICATOR_TOLERANCE`` (the sheets' rounding noise, e.g. IAA 10.002) are
+clipped to 10.
 """
 
 from __future__ import annotations
@@ -11,10 +19,24 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
+import difflib
+import re
+from collections.abc import Callable
+
 from annotated_types import Interval
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from features.featuresets import FEATURES, TASKS, FeatureSpec
+from features.harmonise import (
+    INDICATOR_TOLERANCE,
+    ValueProblem,
+    clip_rounding_noise,
+    column_map,
+    label_spellings,
+    parse_fase,
+    parse_label,
+)
 
 BATCH_MAX = 1000
 # Derived features are computed by the service; clients send what they derive from.
@@ -48,18 +70,93 @@ def _specs() -> dict[str, FeatureSpec]:
     return merged
 
 
+FASE_SPELLINGS = ("ALFA", "FASE 3", "7E")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _clip_noise(value: Any) -> Any:
+    """10.002 → 10 (the sheets' rounding noise, as ingestion clips it); anything else goes to the range check."""
+    if _is_number(value) and value > 10.0:
+        try:
+            return clip_rounding_noise(float(value))
+        except ValueProblem:
+            return value  # out of range: the field's own check names the rule
+    return value
+
+
+def _fase_spelling(value: Any) -> Any:
+    """``"ALFA"`` → 0, ``"FASE 3"`` → 3, ``"7E"`` → 7 (ingestion's :func:`parse_fase`); numbers unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_fase(value)
+    except ValueProblem:
+        raise PydanticCustomError(
+            "fase_spelling",
+            "fase must be a number 0-9 or a PEDE spelling such as {examples}; got '{value}'",
+            {"examples": ", ".join(FASE_SPELLINGS), "value": value[:40]},
+        ) from None
+
+
+def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, str) or value in spec.categories:
+            return value
+        try:
+            return parse_label(spec.name, value)
+        except ValueProblem:
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be one of {codes}, or a PEDE label ({labels}; any case, accents optional)",
+                {"codes": ", ".join(spec.categories), "labels": ", ".join(label_spellings(spec.name))},
+            ) from None
+
+    return convert
+
+
+def _string_branch(examples: list[str]) -> Callable[[dict[str, Any]], None]:
+    """Publish that a numeric field also takes the PEDE text spellings (its validator converts them)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["anyOf"].insert(1, {"type": "string", "maxLength": 40, "examples": examples})
+
+    return extra
+
+
 def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     if spec.kind == "categorical":
-        return (Literal[spec.categories] | None, Field(default=None, description=spec.description))
+        labels = ", ".join(label_spellings(spec.name))
+        return (
+            Annotated[Literal[spec.categories] | None, BeforeValidator(_label_spelling(spec))],
+            Field(
+                default=None,
+                description=f"{spec.description}: {', '.join(spec.categories)}, or a PEDE label ({labels})",
+                examples=[spec.categories[0]],
+            ),
+        )
+    description = f"{spec.description} (range {spec.minimum}..{spec.maximum})"
+    validator: Any = None
+    extra: Any = None
+    if spec.name == "fase":
+        validator = BeforeValidator(_fase_spelling)
+        description += "; or a PEDE spelling such as " + ", ".join(FASE_SPELLINGS)
+        extra = _string_branch(list(FASE_SPELLINGS))
+    elif (spec.minimum, spec.maximum) == (0.0, 10.0):
+        validator = BeforeValidator(_clip_noise)
+        description += f"; up to {10 + INDICATOR_TOLERANCE:g} (rounding noise in the sheets) is clipped to 10"
     return (
-        float | None,
+        Annotated[float | None, validator] if validator else float | None,
         Field(
             default=None,
             ge=spec.minimum,
             le=spec.maximum,
             strict=True,
             allow_inf_nan=False,
-            description=f"{spec.description} (range {spec.minimum}..{spec.maximum})",
+            description=description,
+            json_schema_extra=extra,
         ),
     )
 
@@ -145,49 +242,107 @@ class BatchRequest(BaseModel):
 
 
 class Reason(BaseModel):
-    """A feature pushing the risk up."""
+    """A feature pushing this student's risk up."""
 
-    feature: str
-    value: float | str | None
-    contribution: float = Field(description="Push on the model's raw score (log-odds for LightGBM)")
+    feature: str = Field(description="The model feature (see GET /model for its description)", examples=["ida"])
+    value: float | str | None = Field(
+        description="The value the model saw: the number sent or derived, the category, or null when not sent",
+        examples=[5.5],
+    )
+    contribution: float = Field(
+        description="Push on the model's raw score (log-odds for LightGBM, exact tree SHAP); always > 0 here",
+        examples=[0.412],
+    )
 
 
 class Prediction(BaseModel):
     """The answer for one student."""
 
-    risk_score: float = Field(ge=0.0, le=1.0, description="Calibrated probability of being behind")
-    risk_label: Literal["high", "low"]
-    task: str
-    model_version: str
-    threshold: float
-    reasons: list[Reason]
-    missing: list[str] = Field(description="Features the model uses that were not sent (treated as unknown)")
+    risk_score: float = Field(
+        ge=0.0, le=1.0, description="Calibrated probability of being behind (for the task asked)", examples=[0.234]
+    )
+    risk_label: Literal["high", "low"] = Field(
+        description="`high` when risk_score >= threshold (flag the student for follow-up), else `low`",
+        examples=["low"],
+    )
+    task: str = Field(
+        description="The model that answered: `current` (behind this year) or `next_year` (behind next year)",
+        examples=["current"],
+    )
+    model_version: str = Field(
+        description="Registry version of that model (GET /model describes it; hot reload may change it)",
+        examples=["v20261126T145644Z-3e32bf99"],
+    )
+    threshold: float = Field(
+        description="The model's cut-off on risk_score, chosen on validation data to reach the recall target",
+        examples=[0.2408],
+    )
+    reasons: list[Reason] = Field(
+        description="Up to 3 features that push this risk up most, largest first; empty when none pushes up "
+        "or when a batch asked include_reasons=false",
+        examples=[[{"feature": "ida", "value": 5.5, "contribution": 0.412}]],
+    )
+    missing: list[str] = Field(
+        description="Features the model uses that were not sent (treated as unknown)",
+        examples=[["mat", "por", "ing"]],
+    )
     known_importance: float = Field(
         ge=0.0,
         le=1.0,
         description="Share of the model's global importance carried by the features sent: low means a weak answer",
+        examples=[0.94],
     )
-    ignored: list[str] = Field(description="Fields sent that this task's model does not use")
+    ignored: list[str] = Field(
+        description="Fields sent that this task's model does not use (e.g. inde for `current`: leakage policy)",
+        examples=[["inde"]],
+    )
 
 
 class BatchPrediction(BaseModel):
     """The answers, in the order of the students sent."""
 
-    task: str
-    model_version: str
-    predictions: list[Prediction]
+    task: str = Field(description="The model that answered every student", examples=["current"])
+    model_version: str = Field(
+        description="Registry version of that model (one model for the whole batch)",
+        examples=["v20261126T145644Z-3e32bf99"],
+    )
+    predictions: list[Prediction] = Field(description="One answer per student, in the order sent")
 
 
 class ErrorDetail(BaseModel):
     """One thing wrong with a request."""
 
-    field: str
-    rule: str
-    message: str
+    field: str = Field(
+        description="Dotted path of the bad field (`students.0.iaa` in a batch), or `body`", examples=["fse"]
+    )
+    rule: str = Field(description="The rule it broke (pydantic's error type)", examples=["extra_forbidden"])
+    message: str = Field(
+        description="What is wrong, in words; for an unknown field, the closest known one",
+        examples=["unknown field 'fse'; did you mean 'fase'?"],
+    )
 
 
 class ErrorResponse(BaseModel):
     """What a 4xx answers."""
 
-    detail: str
-    errors: list[ErrorDetail] = []
+    detail: str = Field(description="Summary of the problem", examples=["invalid request"])
+    errors: list[ErrorDetail] = Field(default=[], description="Each problem found (422); empty for other codes")
+
+
+_PEDE_YEAR_SUFFIX = re.compile(r"\s+\d{2}(\d{2})?$")
+
+
+def _known_fields() -> list[str]:
+    names = set(PredictRequest.model_fields) | set(BatchRequest.model_fields)
+    return sorted(names)
+
+
+def did_you_mean(name: str) -> str | None:
+    """The accepted field closest to an unknown one: a PEDE column name (``Gênero``, ``INDE 2024``) or a typo."""
+    known = _known_fields()
+    raw = _PEDE_YEAR_SUFFIX.sub("", name.strip())
+    canonical = column_map().exact.get(raw) or raw.lower()
+    if canonical in known:
+        return canonical
+    close = difflib.get_close_matches(canonical, known, n=1, cutoff=0.6)
+    return close[0] if close else None
