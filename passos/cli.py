@@ -114,8 +114,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="uvicorn worker processes sharing the port; each loads the models, follows the registry, "
+            "and writes its own prediction log files and traces (docs/scaling.md).",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the prediction API with uvicorn (one worker; models hot-reload from the registry)."""
+    """Serve the prediction API with uvicorn (models hot-reload from the registry in every worker)."""
     import uvicorn
 
     uvicorn.run(
@@ -123,6 +132,7 @@ def serve(
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
