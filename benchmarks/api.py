@@ -1,10 +1,14 @@
-"""API latency and throughput: concurrency 1 and 16, tracing off / fallback / on, and a batch of 1,000.
+"""API latency and throughput: the bare endpoint and `passos serve` with 1, 2 and 4 workers, in one run.
 
-Usage: .venv/bin/python benchmarks/api.py [--seconds 10]
-Needs a trained registry in $PASSOS_HOME (run `make pipeline` first). Starts `passos serve` (one
-uvicorn worker) per tracing mode, and a bare FastAPI + LightGBM endpoint as the baseline. The load
-generators run on the same 2 cores: our asyncio client (Python, costs a core itself) and, when
-the Debian package is installed, wrk (C, one thread).
+Usage: .venv/bin/python benchmarks/api.py [--seconds 10] [--workers 1,2,4] [--tracing]
+Needs a trained registry in $PASSOS_HOME (run `make pipeline` first). Starts a bare FastAPI +
+LightGBM endpoint as the baseline, then `passos serve --workers N` for each N (no Langfuse keys:
+the local prediction log only), and with --tracing also one worker tracing to a local OTLP
+receiver. Each is measured at concurrency 1 and 16 (keep-alive connections); the 1-worker
+service also with a batch of 1,000. The load generators run on the same 2 cores: our asyncio
+client (Python, costs a core itself) and, when the Debian package is installed, wrk (C, one
+thread). The summary compares each service with the bare endpoint of the same run and checks
+the single-worker goals: >= 0.6x bare at c=16, p99 <= 15 ms at c=16, p50 <= 1 ms at c=1.
 """
 
 from __future__ import annotations
@@ -34,25 +38,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(env: dict[str, str], *, bare: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+def serve(env: dict[str, str], *, bare: bool = False, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    command = ["-m", "benchmarks._bare_app", str(port)] if bare else ["-m", "passos.cli", "serve", "--port", str(port)]
+    if bare:
+        command = ["-m", "benchmarks._bare_app", str(port)]
+    else:
+        command = [
+            "-m",
+            "passos.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
     process = subprocess.Popen(
-        [sys.executable, *command, *([] if bare else ["--log-level", "warning"])],
+        [sys.executable, *command],
         env=os.environ | env,
         cwd=Path(__file__).resolve().parent.parent,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
         try:
             probe = httpx.post(f"{url}/predict", json={}, timeout=1) if bare else httpx.get(f"{url}/ready", timeout=1)
-            if probe.status_code == 200:
+            if probe.status_code == 200 and (bare or _every_worker_answers(url, workers, deadline)):
                 return process, url
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     process.kill()
     raise SystemExit("the service did not become ready: is there a trained registry in $PASSOS_HOME?")
+
+
+def _every_worker_answers(url: str, workers: int, deadline: float) -> bool:
+    """Wait until each worker has loaded its models (seen by its pid header on fresh connections)."""
+    seen: set[str] = set()
+    while len(seen) < workers and time.monotonic() < deadline:
+        response = httpx.post(f"{url}/predict", json=EXAMPLE, timeout=5)
+        if response.status_code == 200:
+            seen.add(response.headers["x-worker-pid"])
+    return len(seen) == workers
 
 
 def measure(url: str, seconds: float, *, batches: bool = True) -> dict[str, object]:
@@ -82,37 +110,70 @@ def measure(url: str, seconds: float, *, batches: bool = True) -> dict[str, obje
     return out
 
 
+def summary(results: dict[str, object], bare_name: str) -> dict[str, object]:
+    """Each service against the bare endpoint of the same run, and the single-worker goals."""
+    bare = results[bare_name]
+    assert isinstance(bare, dict)
+    out: dict[str, object] = {}
+    for name, measured in results.items():
+        if name == bare_name or not isinstance(measured, dict) or "c16" not in measured:
+            continue
+        out[name] = {
+            "c16_vs_bare": round(measured["c16"]["requests_per_s"] / bare["c16"]["requests_per_s"], 2),
+            "c1_p50_ms": measured["c1"]["p50_ms"],
+            "c16_p99_ms": measured["c16"]["p99_ms"],
+        }
+    single = next((v for k, v in out.items() if k.startswith("1 worker")), None)
+    if isinstance(single, dict):
+        out["single_worker_goals"] = {
+            "c16 >= 0.6x bare": "met" if single["c16_vs_bare"] >= 0.6 else "missed",
+            "c16 p99 <= 15 ms": "met" if single["c16_p99_ms"] <= 15 else "missed",
+            "c1 p50 <= 1 ms": "met" if single["c1_p50_ms"] <= 1 else "missed",
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    parser.add_argument("--tracing", action="store_true", help="also 1 worker tracing to a local OTLP receiver")
     args = parser.parse_args()
     results: dict[str, object] = {"machine": machine(), "seconds_per_run": args.seconds}
-    base = {"PASSOS_API_KEY": "", "LANGFUSE_PUBLIC_KEY": "", "LANGFUSE_SECRET_KEY": ""}
+    no_keys = {"PASSOS_API_KEY": "", "LANGFUSE_PUBLIC_KEY": "", "LANGFUSE_SECRET_KEY": ""}
+    bare_name = "baseline: bare FastAPI + the same LightGBM booster"
     process, url = serve({}, bare=True)
     try:
-        results["baseline: bare FastAPI + the same LightGBM booster"] = measure(url, args.seconds, batches=False)
+        results[bare_name] = measure(url, args.seconds, batches=False)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    modes = {
-        "off (LANGFUSE_TRACING_ENABLED=false; local log only)": base | {"LANGFUSE_TRACING_ENABLED": "false"},
-        "fallback (tracing on, no Langfuse keys: local log only)": base,
-    }
-    with OtlpReceiver("ok") as receiver:
-        modes["on (local OTLP receiver)"] = base | {
-            "LANGFUSE_TRACING_ENABLED": "true",
-            "LANGFUSE_PUBLIC_KEY": "pk-lf-bench",
-            "LANGFUSE_SECRET_KEY": "sk-lf-bench",
-            "LANGFUSE_BASE_URL": receiver.base_url,
-        }
-        for name, env in modes.items():
-            process, url = serve({k: v for k, v in env.items() if v != ""})
+    for workers in (int(n) for n in args.workers.split(",")):
+        name = f"{workers} worker{'s' if workers > 1 else ''} (no Langfuse keys: local log only)"
+        process, url = serve(no_keys, workers=workers)
+        try:
+            results[name] = measure(url, args.seconds, batches=workers == 1)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    if args.tracing:
+        with OtlpReceiver("ok") as receiver:
+            env = no_keys | {
+                "LANGFUSE_TRACING_ENABLED": "true",
+                "LANGFUSE_PUBLIC_KEY": "pk-lf-bench",
+                "LANGFUSE_SECRET_KEY": "sk-lf-bench",
+                "LANGFUSE_BASE_URL": receiver.base_url,
+            }
+            process, url = serve(env)
             try:
-                results[name] = measure(url, args.seconds)
+                results["tracing on, 1 worker (SDK in a child process, local OTLP receiver)"] = measure(
+                    url, args.seconds, batches=False
+                )
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-        results["spans_received_in_on_mode"] = len(receiver.spans)
+            results["spans_received_in_on_mode"] = len(receiver.spans)
+    results["summary"] = summary(results, bare_name)
     save("api", results)
 
 

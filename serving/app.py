@@ -337,7 +337,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if item.get("type") == "extra_forbidden" and location:
                 hint = did_you_mean(location[-1])
                 message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
-            errors.append({"field": ".".join(location) or "body", "rule": str(item.get("type", "invalid")), "message": message})
+            errors.append(
+                {"field": ".".join(location) or "body", "rule": str(item.get("type", "invalid")), "message": message}
+            )
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
 
     @app.get("/health", tags=["ops"])

@@ -16,12 +16,11 @@ clipped to 10.
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Any, Literal
-
 import difflib
 import re
 from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -71,6 +70,8 @@ def _specs() -> dict[str, FeatureSpec]:
 
 
 FASE_SPELLINGS = ("ALFA", "FASE 3", "7E")
+# The text spellings of fase the schema publishes (a subset of what parse_fase reads: levels 0-9 only).
+FASE_PATTERN = r"^ *([Aa][Ll][Ff][Aa]|([Ff][Aa][Ss][Ee] *)?[0-9](\.0)? *[A-Za-z]?) *$"
 
 
 def _is_number(value: Any) -> bool:
@@ -92,7 +93,10 @@ def _fase_spelling(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        return parse_fase(value)
+        # re.search, as JSON Schema validators apply "pattern": the published schema is the exact rule.
+        if re.search(FASE_PATTERN, value):
+            return parse_fase(value)
+        raise ValueProblem(value)
     except ValueProblem:
         raise PydanticCustomError(
             "fase_spelling",
@@ -117,11 +121,11 @@ def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:
     return convert
 
 
-def _string_branch(examples: list[str]) -> Callable[[dict[str, Any]], None]:
+def _fase_text_branch(examples: list[str]) -> Callable[[dict[str, Any]], None]:
     """Publish that a numeric field also takes the PEDE text spellings (its validator converts them)."""
 
     def extra(schema: dict[str, Any]) -> None:
-        schema["anyOf"].insert(1, {"type": "string", "maxLength": 40, "examples": examples})
+        schema["anyOf"].insert(1, {"type": "string", "pattern": FASE_PATTERN, "examples": examples})
 
     return extra
 
@@ -143,7 +147,7 @@ def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     if spec.name == "fase":
         validator = BeforeValidator(_fase_spelling)
         description += "; or a PEDE spelling such as " + ", ".join(FASE_SPELLINGS)
-        extra = _string_branch(list(FASE_SPELLINGS))
+        extra = _fase_text_branch(list(FASE_SPELLINGS))
     elif (spec.minimum, spec.maximum) == (0.0, 10.0):
         validator = BeforeValidator(_clip_noise)
         description += f"; up to {10 + INDICATOR_TOLERANCE:g} (rounding noise in the sheets) is clipped to 10"

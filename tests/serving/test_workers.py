@@ -108,7 +108,7 @@ def test_two_workers_answer_follow_a_promotion_within_2_s_and_log_and_trace_thei
     answers: list[tuple[str, str, float]] = []
     deadline = time.monotonic() + 30
     while len({pid for pid, _, _ in answers}) < WORKERS:
-        assert time.monotonic() < deadline, f"only workers {set(a[0] for a in answers)} answered"
+        assert time.monotonic() < deadline, f"only workers { {a[0] for a in answers} } answered"
         answers += _answers(served.url, 16)
     workers = {pid for pid, _, _ in answers}
     assert str(served.process.pid) not in workers  # the supervisor itself serves nothing
