@@ -71,7 +71,9 @@ class Services:
         self.prediction_log.close()
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency in a worker thread,
+# two thread hand-offs per request for a dictionary look-up (seen in benchmarks/profile_api.py).
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -79,7 +81,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_api_key(request: Request, services: ServicesDep) -> None:
+async def require_api_key(request: Request, services: ServicesDep) -> None:
     """When ``PASSOS_API_KEY`` is set, ``X-API-Key`` must match it (constant-time comparison)."""
     expected = services.settings.api_key
     if expected is None:

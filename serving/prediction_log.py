@@ -29,6 +29,7 @@ or hyphens for underscores) from the record and from its ``inputs``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 PII_KEYS = frozenset({"nome", "nome_anonimizado", "name", "ra", "student_id"})
 DEFAULT_QUEUE_SIZE = 100_000
+WRITE_INTERVAL_S = 0.05
 FILE_PATTERN = re.compile(r"^predictions-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl$")
 
 _STOP = object()
@@ -133,7 +135,13 @@ class PredictionLog:
         self.dropped = 0
         self._rotate_bytes = rotate_bytes
         self._check_writable(self.directory)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        # Records go to a deque the writer drains every WRITE_INTERVAL_S: an append wakes no
+        # thread, so the request path never hands the GIL to the writer per record (a
+        # Queue.put_nowait did, and cost ~40 % of /predict in benchmarks/profile_api.py).
+        # Flush and stop requests go through the control queue and wake the writer at once.
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        self._queue_size = queue_size
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._count_lock = threading.Lock()
         self._closed = False
         self._file: IO[str] | None = None
@@ -191,9 +199,10 @@ class PredictionLog:
                 clean["inputs"] = _without_pii(inputs)
             if "ts" not in clean:
                 clean["ts"] = datetime.now(UTC).isoformat()
-            self._queue.put_nowait(clean)
-        except queue.Full:
-            self._count_drop()
+            if len(self._pending) >= self._queue_size:
+                self._count_drop()
+                return
+            self._pending.append(clean)
         except Exception:
             # A malformed record must not fail the prediction that produced it.
             logger.debug("prediction record rejected", exc_info=True)
@@ -213,10 +222,7 @@ class PredictionLog:
             return False
         deadline = time.monotonic() + timeout
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=max(timeout, 0.001))
-        except queue.Full:
-            return False
+        self._queue.put(done)
         return done.wait(max(deadline - time.monotonic(), 0.0))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -228,12 +234,8 @@ class PredictionLog:
         if self._closed:
             return
         self._closed = True
-        deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(_STOP, timeout=max(timeout, 0.001))
-        except queue.Full:
-            logger.warning("prediction log queue still full at close; queued records are lost")
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
         if self._thread.is_alive():
             logger.warning("prediction log writer did not finish within %.1f s", timeout)
 
@@ -243,23 +245,25 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=WRITE_INTERVAL_S)
+            except queue.Empty:
+                item = None
             stop = False
             flushes: list[threading.Event] = []
-            records: list[dict[str, Any]] = []
-            # Drain whatever else is waiting so one flush covers a burst.
-            while True:
+            while item is not None:
                 if item is _STOP:
                     stop = True
-                elif isinstance(item, threading.Event):
-                    flushes.append(item)
                 else:
-                    records.append(item)
+                    flushes.append(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
-            self._write(records, sync=bool(flushes) or stop)
+                    item = None
+            # Drained after the control items: every record appended before a flush is in it.
+            records = [self._pending.popleft() for _ in range(len(self._pending))]
+            if records or flushes or stop:
+                self._write(records, sync=bool(flushes) or stop)
             for event in flushes:
                 event.set()
             if stop:

@@ -23,7 +23,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
 from features.featuresets import FEATURES, TASKS, FeatureSpec
@@ -74,18 +74,9 @@ FASE_SPELLINGS = ("ALFA", "FASE 3", "7E")
 FASE_PATTERN = r"^ *([Aa][Ll][Ff][Aa]|([Ff][Aa][Ss][Ee] *)?[0-9](\.0)? *[A-Za-z]?) *$"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _clip_noise(value: Any) -> Any:
-    """10.002 → 10 (the sheets' rounding noise, as ingestion clips it); anything else goes to the range check."""
-    if _is_number(value) and value > 10.0:
-        try:
-            return clip_rounding_noise(float(value))
-        except ValueProblem:
-            return value  # out of range: the field's own check names the rule
-    return value
+def _clip_noise(value: float | None) -> float | None:
+    """10.002 → 10, after the range check allowed up to ``10 + INDICATOR_TOLERANCE`` (as ingestion clips it)."""
+    return None if value is None else clip_rounding_noise(value)
 
 
 def _fase_spelling(value: Any) -> Any:
@@ -144,19 +135,21 @@ def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     description = f"{spec.description} (range {spec.minimum}..{spec.maximum})"
     validator: Any = None
     extra: Any = None
+    maximum = spec.maximum
     if spec.name == "fase":
         validator = BeforeValidator(_fase_spelling)
         description += "; or a PEDE spelling such as " + ", ".join(FASE_SPELLINGS)
         extra = _fase_text_branch(list(FASE_SPELLINGS))
     elif (spec.minimum, spec.maximum) == (0.0, 10.0):
-        validator = BeforeValidator(_clip_noise)
-        description += f"; up to {10 + INDICATOR_TOLERANCE:g} (rounding noise in the sheets) is clipped to 10"
+        validator = AfterValidator(_clip_noise)
+        maximum = 10.0 + INDICATOR_TOLERANCE  # the same bound as harmonise.clip_rounding_noise
+        description += f"; above 10 up to {maximum:g} (rounding noise in the sheets) is clipped to 10"
     return (
         Annotated[float | None, validator] if validator else float | None,
         Field(
             default=None,
             ge=spec.minimum,
-            le=spec.maximum,
+            le=maximum,
             strict=True,
             allow_inf_nan=False,
             description=description,

@@ -96,7 +96,7 @@ def test_the_api_accepts_the_spellings_ingestion_accepts(
         ({"fase": "Fase três"}, "fase_spelling", "ALFA, FASE 3, 7E"),
         ({"genero": "X"}, "literal_error", "feminino"),
         ({"instituicao": "escola particular"}, "literal_error", "escola publica"),
-        ({"iaa": 10.06}, "less_than_equal", "10"),
+        ({"iaa": 10.06}, "less_than_equal", "10.05"),
         ({"iaa": "7.5"}, "float_type", "number"),
     ],
 )
