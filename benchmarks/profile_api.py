@@ -37,7 +37,7 @@ async def run(requests: int) -> str:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             for _ in range(200):  # warm-up
                 await client.post("/predict", json=EXAMPLE)
-            profiler = Profiler(interval=0.0002, async_mode="enabled")
+            profiler = Profiler(interval=0.001, async_mode="enabled")
             profiler.start()
             for _ in range(requests):
                 response = await client.post("/predict", json=EXAMPLE)

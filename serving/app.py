@@ -8,10 +8,11 @@ never slows or fails a prediction.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import os
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -64,6 +65,10 @@ class Services:
         self.prediction_log = PredictionLog.from_settings(settings)
         self.tracer = ProcessTracer.from_settings(settings)
         self.salt = settings.id_salt.get_secret_value()
+        # Request ids: a random per-process prefix and a counter, unique across workers and
+        # restarts; uuid4 read os.urandom on every request.
+        prefix, counter = secrets.token_hex(8), itertools.count()
+        self.next_request_id: Callable[[], str] = lambda: f"{prefix}{next(counter):016x}"
 
     def close(self) -> None:
         self.holder.stop()
@@ -145,7 +150,10 @@ class _Call:
     endpoint: str
     task: str
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "request_id", self.services.next_request_id())
 
     def log(
         self,
