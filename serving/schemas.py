@@ -255,33 +255,55 @@ class Reason(BaseModel):
 class Prediction(BaseModel):
     """The answer for one student."""
 
-    risk_score: float = Field(
-        ge=0.0, le=1.0, description="Calibrated probability of being behind (for the task asked)", examples=[0.234]
+    risk_score: float | None = Field(
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Probability of being behind, from the answering variant's calibration (Platt scaling on the "
+            "served members' own out-of-fold scores; its reliability table is in /model and the model card). "
+            "null when risk_label is unknown"
+        ),
+        examples=[0.234],
     )
-    risk_label: Literal["high", "low"] = Field(
-        description="`high` when risk_score >= threshold (flag the student for follow-up), else `low`",
+    risk_label: Literal["high", "low", "unknown"] = Field(
+        description=(
+            "high: risk_score >= threshold, flag the student; low: below it; unknown: the fields sent are too "
+            "few for any validated model (see needed), so no answer is given"
+        ),
         examples=["low"],
     )
-    task: str = Field(
-        description="The model that answered: `current` (behind this year) or `next_year` (behind next year)",
-        examples=["current"],
-    )
+    task: str = Field(description="current (behind this year) or next_year (behind next year)", examples=["current"])
     model_version: str = Field(
-        description="Registry version of that model (GET /model describes it; hot reload may change it)",
+        description="The champion version that answered (GET /model describes it; hot reload may change it)",
         examples=["v20261126T145644Z-3e32bf99"],
     )
-    threshold: float = Field(
-        description="The model's cut-off on risk_score, chosen on validation data to reach the recall target",
-        examples=[0.2408],
+    variant: str | None = Field(
+        description="Which variant answered: full, core or example (a model trained for that field set)",
+        examples=["full"],
+    )
+    variant_recall: float | None = Field(
+        description="That variant's recall on its out-of-time test year", examples=[0.9]
+    )
+    variant_precision: float | None = Field(
+        description="That variant's precision on its out-of-time test year", examples=[0.61]
+    )
+    threshold: float | None = Field(description="The variant's alert threshold on risk_score", examples=[0.2408])
+    percentile: float | None = Field(
+        description="Share of the reference year's students (0-100) whose score is at or below this one",
+        examples=[71.5],
     )
     reasons: list[Reason] = Field(
-        description="Up to 3 features that push this risk up most, largest first; empty when none pushes up "
-        "or when a batch asked include_reasons=false",
+        description="Features that pushed the risk up, largest first; only fields sent; empty when a batch "
+        "asked include_reasons=false",
         examples=[[{"feature": "ida", "value": 5.5, "contribution": 0.412}]],
     )
     missing: list[str] = Field(
-        description="Features the model uses that were not sent (treated as unknown)",
+        description="Features the answering variant uses that were not sent (treated as unknown)",
         examples=[["mat", "por", "ing"]],
+    )
+    needed: list[str] = Field(
+        description="When risk_label is unknown: the fields to add for the smallest validated variant",
+        examples=[[]],
     )
     known_importance: float = Field(
         ge=0.0,
@@ -290,7 +312,7 @@ class Prediction(BaseModel):
         examples=[0.94],
     )
     ignored: list[str] = Field(
-        description="Fields sent that this task's model does not use (e.g. inde for `current`: leakage policy)",
+        description="Fields sent that this task's model does not use (e.g. inde for current: leakage policy)",
         examples=[["inde"]],
     )
 
