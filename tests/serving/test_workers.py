@@ -159,3 +159,16 @@ def test_two_workers_answer_follow_a_promotion_within_2_s_and_log_and_trace_thei
     request_ids = {r["request_id"] for r in records}
     assert len(spans) == predictions and len(request_ids) == predictions
     assert all(request_id in str(spans) for request_id in list(request_ids)[:20])
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "two"])
+def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path, workers: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "passos.cli", "serve", "--workers", workers],
+        env=os.environ | {"PASSOS_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "--workers" in run.stderr and "Traceback" not in run.stderr
