@@ -20,6 +20,7 @@ starts with an empty OpenTelemetry context, so every trace is a root of its own 
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 10_000
+SEND_INTERVAL_S = 0.05
 SERVICE_NAME = "passos-serving"
 
 
@@ -341,7 +343,9 @@ class ProcessTracer:
     The Langfuse SDK builds spans, encodes protobuf and exports in Python; in the serving
     process that work competes with requests for the GIL (throughput halved in
     ``benchmarks/api.py``). Here the child process owns the SDK and the other core does the
-    work; the parent pays a queue append (the pickling happens in the queue's feeder thread).
+    work; the parent pays a deque append. A sender thread moves what is pending to the child
+    every ``SEND_INTERVAL_S`` as one list (one pickle and one pipe write per batch), so the
+    request path wakes no thread per record.
     Same interface as :class:`Tracer`: ``enabled``, ``record``, ``shutdown``, ``dropped``, ``sent``.
     """
 
@@ -364,7 +368,24 @@ class ProcessTracer:
             target=_child_main, args=(config, self._queue, self._sent), name="passos-langfuse", daemon=True
         )
         self._process.start()
+        self._queue_size = queue_size
+        self._pending: collections.deque[_Record] = collections.deque()
+        self._stop_sending = threading.Event()
+        self._sender = threading.Thread(target=self._send_batches, name="passos-langfuse-sender", daemon=True)
+        self._sender.start()
         logger.info("Langfuse tracing on in process %s: %s", self._process.pid, config.get("base_url"))
+
+    def _send_batches(self) -> None:
+        while True:
+            stopping = self._stop_sending.wait(SEND_INTERVAL_S)
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            if batch:
+                try:
+                    self._queue.put(batch, timeout=1.0)
+                except Exception:  # the child is gone or its pipe is full for a second: lose the batch
+                    self.dropped += len(batch)
+            if stopping:
+                return
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessTracer:
@@ -395,14 +416,21 @@ class ProcessTracer:
         if not self._enabled:
             return
         try:
-            self._queue.put_nowait(_Record(**fields))
-        except Exception:  # queue full, closed, or bad arguments: the prediction must not fail
+            record = _Record(**fields)
+        except Exception:  # bad arguments: the prediction must not fail
             self.dropped += 1
+            return
+        if len(self._pending) >= self._queue_size:
+            self.dropped += 1
+            return
+        self._pending.append(record)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Ask the child to flush and stop; kill it if it takes longer than about ``timeout``."""
         if self._process is None:
             return
+        self._stop_sending.set()
+        self._sender.join(2.0)
         try:
             self._queue.put(None, timeout=1.0)
         except Exception:
@@ -426,9 +454,10 @@ def _child_main(config: dict[str, Any], records: Any, sent: Any) -> None:
         timeout_s=config.get("timeout_s", 2.0),
     )
     while True:
-        item = records.get()
-        if item is None:
+        batch = records.get()
+        if batch is None:
             break
-        tracer._deliver(item)
+        for item in batch:
+            tracer._deliver(item)
         sent.value = tracer.sent
     tracer.shutdown(timeout=config.get("timeout_s", 2.0) + 1.0)
