@@ -1,11 +1,12 @@
 """API latency and throughput: the bare endpoint and `passos serve` with 1, 2 and 4 workers, in one run.
 
-Usage: .venv/bin/python benchmarks/api.py [--seconds 10] [--workers 1,2,4] [--tracing]
+Usage: .venv/bin/python benchmarks/api.py [--seconds 10] [--rounds 3] [--workers 1,2,4] [--tracing]
 Needs a trained registry in $PASSOS_HOME (run `make pipeline` first). Starts a bare FastAPI +
 LightGBM endpoint as the baseline, then `passos serve --workers N` for each N (no Langfuse keys:
 the local prediction log only), and with --tracing also one worker tracing to a local OTLP
-receiver. Each is measured at concurrency 1 and 16 (keep-alive connections); the 1-worker
-service also with a batch of 1,000. The load generators run on the same 2 cores: our asyncio
+receiver. All run at once; --rounds interleaved rounds measure each at concurrency 1 and 16
+(keep-alive connections) and the medians over the rounds are reported; the 1-worker service is
+also timed with a batch of 1,000. The load generators run on the same 2 cores: our asyncio
 client (Python, costs a core itself) and, when the Debian package is installed, wrk (C, one
 thread). The summary compares each service with the bare endpoint of the same run and checks
 the single-worker goals: >= 0.6x bare at c=16, p99 <= 15 ms at c=16, p50 <= 1 ms at c=1.
@@ -14,9 +15,11 @@ the single-worker goals: >= 0.6x bare at c=16, p99 <= 15 ms at c=16, p50 <= 1 ms
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -83,9 +86,9 @@ def _every_worker_answers(url: str, workers: int, deadline: float) -> bool:
     return len(seen) == workers
 
 
-def measure(url: str, seconds: float, *, batches: bool = True) -> dict[str, object]:
+def measure(url: str, seconds: float) -> dict[str, object]:
+    """One slice: c=1 then c=16 on keep-alive connections (and wrk when installed)."""
     body = json.dumps(EXAMPLE).encode()
-    load(url, "/predict", body, concurrency=4, seconds=1.0)  # warm-up
     out: dict[str, object] = {
         "c1": load(url, "/predict", body, concurrency=1, seconds=seconds),
         "c16": load(url, "/predict", body, concurrency=16, seconds=seconds),
@@ -94,8 +97,23 @@ def measure(url: str, seconds: float, *, batches: bool = True) -> dict[str, obje
         measured = load_wrk(url, "/predict", body, concurrency=concurrency, seconds=seconds)
         if measured is not None:
             out[f"c{concurrency}_wrk"] = measured
-    if not batches:
-        return out
+    return out
+
+
+def median_of(rounds: list[dict[str, object]]) -> dict[str, object]:
+    """Per load level, the median over the rounds of each figure (the rounds themselves are kept too)."""
+    out: dict[str, object] = {}
+    for level in rounds[0]:
+        runs = [r[level] for r in rounds]
+        keys = [k for k, v in runs[0].items() if isinstance(v, int | float) and k != "concurrency"]  # type: ignore[union-attr]
+        out[level] = {k: statistics.median(run[k] for run in runs) for k in keys}  # type: ignore[index]
+        out[level]["errors"] = sum(run["errors"] for run in runs)  # type: ignore[index]
+    out["rounds"] = rounds
+    return out
+
+
+def batches(url: str) -> dict[str, object]:
+    out: dict[str, object] = {}
     students = [EXAMPLE | {"ida": float(i % 10)} for i in range(1000)]
     with httpx.Client(base_url=url, timeout=30) as client:
         for reasons in (True, False):
@@ -135,46 +153,62 @@ def summary(results: dict[str, object], bare_name: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per load level per mode, in all")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds the seconds are split into")
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
     parser.add_argument("--tracing", action="store_true", help="also 1 worker tracing to a local OTLP receiver")
     args = parser.parse_args()
-    results: dict[str, object] = {"machine": machine(), "seconds_per_run": args.seconds}
+    results: dict[str, object] = {
+        "machine": machine(),
+        "seconds_per_level_per_mode": args.seconds,
+        "rounds": args.rounds,
+        "load_average_before": os.getloadavg(),
+    }
     no_keys = {"PASSOS_API_KEY": "", "LANGFUSE_PUBLIC_KEY": "", "LANGFUSE_SECRET_KEY": ""}
     bare_name = "baseline: bare FastAPI + the same LightGBM booster"
-    process, url = serve({}, bare=True)
-    try:
-        results[bare_name] = measure(url, args.seconds, batches=False)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    for workers in (int(n) for n in args.workers.split(",")):
-        name = f"{workers} worker{'s' if workers > 1 else ''} (no Langfuse keys: local log only)"
-        process, url = serve(no_keys, workers=workers)
-        try:
-            results[name] = measure(url, args.seconds, batches=workers == 1)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    if args.tracing:
-        with OtlpReceiver("ok") as receiver:
-            env = no_keys | {
+    with contextlib.ExitStack() as stack:
+        receiver = stack.enter_context(OtlpReceiver("ok"))
+        modes: dict[str, tuple[dict[str, str], bool, int]] = {bare_name: ({}, True, 1)}
+        for workers in (int(n) for n in args.workers.split(",")):
+            name = f"{workers} worker{'s' if workers > 1 else ''} (no Langfuse keys: local log only)"
+            modes[name] = (no_keys, False, workers)
+        if args.tracing:
+            traced = no_keys | {
                 "LANGFUSE_TRACING_ENABLED": "true",
                 "LANGFUSE_PUBLIC_KEY": "pk-lf-bench",
                 "LANGFUSE_SECRET_KEY": "sk-lf-bench",
                 "LANGFUSE_BASE_URL": receiver.base_url,
             }
-            process, url = serve(env)
-            try:
-                results["tracing on, 1 worker (SDK in a child process, local OTLP receiver)"] = measure(
-                    url, args.seconds, batches=False
-                )
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
-            results["spans_received_in_on_mode"] = len(receiver.spans)
+            modes["tracing on, 1 worker (SDK in a child process, local OTLP receiver)"] = (traced, False, 1)
+        # Every mode runs at once and the rounds interleave them, so a change in the machine's
+        # background load (a shared VM) hits every mode alike instead of whichever ran then.
+        urls: dict[str, str] = {}
+        for name, (env, bare, workers) in modes.items():
+            process, urls[name] = serve({k: v for k, v in env.items() if v != ""}, bare=bare, workers=workers)
+            stack.callback(_stop, process)
+        body = json.dumps(EXAMPLE).encode()
+        for url in urls.values():
+            load(url, "/predict", body, concurrency=4, seconds=1.0)  # warm-up
+        rounds: dict[str, list[dict[str, object]]] = {name: [] for name in modes}
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                rounds[name].append(measure(url, args.seconds / args.rounds))
+        for name in modes:
+            results[name] = median_of(rounds[name])
+        first_service = next(name for name in modes if name != bare_name)
+        results[first_service] |= batches(urls[first_service])  # type: ignore[operator]
+        results["spans_received_in_on_mode"] = len(receiver.spans)
+    results["load_average_after"] = os.getloadavg()
     results["summary"] = summary(results, bare_name)
     save("api", results)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 if __name__ == "__main__":
