@@ -101,7 +101,10 @@ def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:
         if not isinstance(value, str) or value in spec.categories:
             return value
         try:
-            return parse_label(spec.name, value)
+            code = parse_label(spec.name, value)
+            if code is None:  # a blank string: an empty cell in a sheet, but not a spelling of anything here
+                raise ValueProblem(value)
+            return code
         except ValueProblem:
             raise PydanticCustomError(
                 "literal_error",

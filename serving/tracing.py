@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 10_000
 SEND_INTERVAL_S = 0.05
+CHILD_START_S = 15.0
 SERVICE_NAME = "passos-serving"
 
 
@@ -364,8 +365,12 @@ class ProcessTracer:
         context = multiprocessing.get_context("spawn")
         self._queue: Any = context.Queue(maxsize=queue_size)
         self._sent: Any = context.Value("q", 0)
+        self._ready: Any = context.Event()
         self._process = context.Process(
-            target=_child_main, args=(config, self._queue, self._sent), name="passos-langfuse", daemon=True
+            target=_child_main,
+            args=(config, self._queue, self._sent, self._ready),
+            name="passos-langfuse",
+            daemon=True,
         )
         self._process.start()
         self._queue_size = queue_size
@@ -435,6 +440,10 @@ class ProcessTracer:
             self._queue.put(None, timeout=1.0)
         except Exception:
             logger.warning("could not signal the Langfuse process; stopping it")
+        # A child still importing the SDK (seconds on a loaded machine) has not sent anything yet:
+        # give it time to start before the flush timeout counts, or a short-lived service loses its traces.
+        if not self._ready.wait(CHILD_START_S):
+            logger.warning("the Langfuse process did not start within %.0f s", CHILD_START_S)
         self._process.join(timeout + 1.0)
         if self._process.is_alive():
             self._process.kill()
@@ -444,7 +453,7 @@ class ProcessTracer:
         self._process = None
 
 
-def _child_main(config: dict[str, Any], records: Any, sent: Any) -> None:
+def _child_main(config: dict[str, Any], records: Any, sent: Any, ready: Any) -> None:
     """The child process: one :class:`Tracer`, fed from the queue until ``None`` arrives."""
     tracer = Tracer(
         public_key=config.get("public_key"),
@@ -453,6 +462,7 @@ def _child_main(config: dict[str, Any], records: Any, sent: Any) -> None:
         enabled=config.get("enabled", True),
         timeout_s=config.get("timeout_s", 2.0),
     )
+    ready.set()
     while True:
         batch = records.get()
         if batch is None:
