@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise, map_header
 from passos.errors import SourceError
-from warehouse.sources import Discovery, YearTable
+from warehouse.sources import Discovery, YearTable, brief
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ def validate_header(table: YearTable) -> None:
     if missing:
         raw_names = {canon: raw for raw, canon in cmap.exact.items()}
         names = ", ".join(f"{c!r} (e.g. {raw_names.get(c, c)!r})" for c in missing)
+        # the header is not quoted: a misplaced or symlinked file's content stays out of notes and logs
         raise SourceError(
-            table.origin, f"not a PEDE table: missing column(s) {names}; header starts {table.header[:5]}"
+            table.origin, f"not a PEDE table: missing column(s) {names} in a header of {len(table.header)}"
         )
     have = [c for c in cmap.indicators if c in mapped.sources]
     if len(have) < cmap.min_indicators:
@@ -66,14 +67,25 @@ def validate_header(table: YearTable) -> None:
         )
 
 
+def _names(table: YearTable, names: list[str]) -> str:
+    """Column names for a log line: a bounded list, and none from a symlinked file (its target could be anything)."""
+    return "(names withheld: the source is a symbolic link)" if table.linked else brief(names)
+
+
 def harmonise_table(table: YearTable) -> Harmonised:
     """Validate and harmonise one table (pure apart from logging)."""
     validate_header(table)
     mapped = map_header(table.header, table.year)
     if mapped.duplicates:
-        log.info("%s: repeated column(s) %s merged (first non-empty value wins)", table.origin, mapped.duplicates)
+        log.info(
+            "%s: repeated column(s) %s merged (first non-empty value wins)",
+            table.origin,
+            _names(table, mapped.duplicates),
+        )
     if mapped.unknown:
-        log.warning("%s: unknown column(s) ignored: %s", table.origin, mapped.unknown)
+        log.warning(
+            "%s: %d unknown column(s) ignored %s", table.origin, len(mapped.unknown), _names(table, mapped.unknown)
+        )
     return harmonise(table.rows, mapped, table.year, first_line=table.first_line, n_columns=len(table.header))
 
 
