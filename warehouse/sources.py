@@ -275,9 +275,15 @@ def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], lis
     header: list[str] = []
     body: list[list[str]] = []
     cells = 0
-    for row in sheet.iter_rows(values_only=True):
+    for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
         if not any(v is not None and v != "" for v in row):
             continue
+        if len(row) > limits.max_columns and any(v is not None and v != "" for v in row[limits.max_columns :]):
+            raise SourceError(
+                origin,
+                f"row {number:,} has a cell in column {len(row):,}, past the limit of {limits.max_columns:,} "
+                "(PASSOS_SOURCE_MAX_COLUMNS): not a PEDE table",
+            )
         cells += len(row)
         if cells > limits.max_cells:
             raise SourceError(origin, f"more than {limits.max_cells:,} cells (PASSOS_SOURCE_MAX_CELLS)")
