@@ -6,7 +6,8 @@ SIGTERM outside a flow run exits without its ``atexit`` hooks: the server would 
 holding a port and Prefect's database. So the CLI starts that server itself, before any flow
 (Prefect then reuses it), together with a watchdog process that holds the read end of a pipe. When
 the CLI ends, however it ends, the kernel closes the write end; the watchdog sees end-of-file and
-stops the server if it is still running. It is run as ``python -m passos.server_guard <pid>``.
+stops the server if it is still running. It is run as ``python -m passos.server_guard`` and reads
+the server's process id from the pipe.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 SERVER_MARK = b"prefect.server.api.server:create_app"
@@ -58,27 +59,44 @@ def start_guarded_server() -> int | None:
 
     if PREFECT_API_URL.value():
         return None
-    server = SubprocessASGIServer()  # the instance Prefect's own client will reuse
-    server.start()
-    assert server.server_process is not None
-    pid = server.server_process.pid
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "passos.server_guard", str(pid)],
+        [sys.executable, "-m", "passos.server_guard"],
         stdin=subprocess.PIPE,
         start_new_session=True,  # a Ctrl-C to the terminal does not reach it
     )
     _watchdogs.append(watchdog)  # the pipe stays open as long as this process lives
-    return pid
+    server = SubprocessASGIServer()  # the instance Prefect's own client will reuse
+    spawn = server._run_uvicorn_command
+
+    def spawn_watched() -> subprocess.Popen[Any]:
+        # Prefect 3.9 spawns (and may respawn on a busy port) through this method: each server
+        # process is handed to the watchdog the moment it exists, before the health wait.
+        process = spawn()
+        assert watchdog.stdin is not None
+        watchdog.stdin.write(f"{process.pid}\n".encode())
+        watchdog.stdin.flush()
+        return process
+
+    server._run_uvicorn_command = spawn_watched  # type: ignore[method-assign]
+    server.start()
+    assert server.server_process is not None
+    return server.server_process.pid
 
 
-def watch(pid: int, stdin: IO[bytes]) -> None:
-    """Block until ``stdin`` closes (the parent ended), then stop Prefect's server ``pid`` if still up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stdin.read()
-    if stop_server(pid):
-        log.warning("stopped Prefect's temporary server (pid %d) left by a process that ended abruptly", pid)
+def watch(stdin: IO[bytes]) -> list[int]:
+    """Read server process ids until ``stdin`` closes (the parent ended); stop those still running.
+
+    Returns:
+        The process ids that were still running and were stopped.
+    """
+    pids = [int(line) for line in stdin if line.strip().isdigit()]
+    stopped = [pid for pid in pids if stop_server(pid)]
+    for pid in stopped:
+        log.warning("stopped Prefect's temporary server (pid %d) left by a command that ended abruptly", pid)
+    return stopped
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s passos.server_guard: %(message)s")
-    watch(int(sys.argv[1]), sys.stdin.buffer)
+    watch(sys.stdin.buffer)
