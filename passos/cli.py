@@ -118,6 +118,9 @@ def serve(
     """Serve the prediction API with uvicorn (one worker; models hot-reload from the registry)."""
     import uvicorn
 
+    from passos.settings import get_settings
+    from serving.server import uvicorn_options
+
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -126,6 +129,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(get_settings()),  # header limits and deadlines, trusted proxies
     )
 
 
