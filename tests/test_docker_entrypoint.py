@@ -40,7 +40,7 @@ def test_the_api_does_not_start_without_a_key_and_a_salt(tmp_path: Path, env: di
 def test_the_api_starts_with_a_salt_from_the_environment_or_the_volume(tmp_path: Path) -> None:
     result = run(tmp_path, PASSOS_API_KEY="k", PASSOS_ID_SALT="s")
     assert result.returncode == 0 and result.stdout.strip() == "ran passos serve --host 0.0.0.0 --port 8000"
-    (tmp_path / "home").mkdir()
+    (tmp_path / "home").mkdir(exist_ok=True)  # the entrypoint made it
     (tmp_path / "home" / "id_salt").write_text("per-install\n")
     assert run(tmp_path, PASSOS_API_KEY="k").returncode == 0
 
