@@ -60,7 +60,11 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.holder = ModelHolder(Registry.from_settings(settings), interval_s=settings.reload_interval_s)
+        self.holder = ModelHolder(
+            Registry.from_settings(settings),
+            interval_s=settings.reload_interval_s,
+            load_timeout_s=settings.model_read_timeout_s + 5,  # the reader's own deadline usually answers first
+        )
         self.prediction_log = PredictionLog.from_settings(settings)
         self.tracer = ProcessTracer.from_settings(settings)
         self.salt, self.salt_source = settings.resolved_id_salt()
