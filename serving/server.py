@@ -132,10 +132,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._disarm_head_timer()
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # The next request's head starts now; the keep-alive timer closes an idle connection
-        # sooner, the head timer bounds one that trickles.
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The next bytes are the next request's head (also when pipelined); the keep-alive timer
+        # closes an idle connection, the head timer bounds one that trickles.
         self._in_head = True
         self._head_bytes = 0
 

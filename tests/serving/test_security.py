@@ -147,7 +147,7 @@ def test_startup_logs_the_warnings_loudly(model_home: Path, tmp_path: Path, capl
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
     with caplog.at_level(logging.WARNING, logger="serving.app"):
-        server, thread, _url = start_server(Settings(home=home, api_key=""))
+        server, thread, _url = start_server(Settings(home=home, api_key="", id_salt=None))
         server.should_exit = True
         thread.join(timeout=10)
     text = caplog.text
