@@ -397,7 +397,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("%s\n%s\n%s", "!" * 100, f"SECURITY WARNING: {warning}", "!" * 100)
         services.holder.start()
         app.state.services = services
-        log.info("service up; ready=%s problems=%s", services.holder.ready(), services.holder.problems)
+        log.info(
+            "service up; ready=%s problems=%s; student-id salt from %s",
+            services.holder.ready(),
+            services.holder.problems,
+            services.salt_source,
+        )
         try:
             yield
         finally:
