@@ -12,7 +12,7 @@ import typer
 app = typer.Typer(
     help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
 )
-models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back, sync.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -127,6 +127,9 @@ def serve(
     """Serve the prediction API with uvicorn (one worker; models hot-reload from the registry)."""
     import uvicorn
 
+    from passos.settings import get_settings
+    from serving.server import uvicorn_options
+
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -135,6 +138,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(get_settings()),  # header limits and deadlines, trusted proxies
     )
 
 
@@ -243,8 +247,8 @@ def models_promote(
     except PassosError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    _sync_registry_table()
     typer.echo(f"{task}: champion is now {version}")
+    _sync_mirror_after_pointer_change()
 
 
 @models_app.command("rollback")
@@ -257,15 +261,45 @@ def models_rollback(task: Annotated[str, typer.Option(help="current | next_year"
     except PassosError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    _sync_registry_table()
     typer.echo(f"{task}: champion is now {version}")
+    _sync_mirror_after_pointer_change()
 
 
-def _sync_registry_table() -> None:
-    from flows.train import sync_registry_table
+# A promotion is done once its pointer is switched: the warehouse's copy may lag, never block it.
+PROMOTE_LOCK_RETRIES = 1
+
+
+def _sync_mirror_after_pointer_change() -> None:
+    from modeling.registry_mirror import sync_mirror
+    from passos.errors import WarehouseBusyError
     from passos.settings import get_settings
 
-    sync_registry_table(get_settings())
+    try:
+        sync_mirror(get_settings(), lock_retries=PROMOTE_LOCK_RETRIES)
+    except WarehouseBusyError:
+        typer.secho(
+            "warning: the warehouse is busy (another process writes to it), so its copy of the registry "
+            "(model_registry) still shows the old champion; the API already follows the new one. It is "
+            "rebuilt by the next training run or `passos models sync`.",
+            fg="yellow",
+            err=True,
+        )
+
+
+@models_app.command("sync")
+def models_sync() -> None:
+    """Rebuild the warehouse's copy of the registry (model_registry) from the champion pointers."""
+    from modeling.registry_mirror import sync_mirror
+    from passos.errors import ExitCode, WarehouseBusyError
+    from passos.settings import get_settings
+
+    try:
+        stale, rows = sync_mirror(get_settings())
+    except WarehouseBusyError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(ExitCode.WAREHOUSE_BUSY) from None
+    was = f"it was stale for {', '.join(stale)}" if stale else "it already agreed"
+    typer.echo(f"model_registry: {rows} versions mirrored from the registry's files ({was})")
 
 
 def _fmt(value: object) -> str:
