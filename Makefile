@@ -15,7 +15,7 @@ export PREFECT_HOME ?= $(PASSOS_HOME)/prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install run pipeline serve test lint format bench clean
+.PHONY: install run pipeline serve test lint format bench clean id-salt
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ pipeline: install  ## ingest, train, score and monitor (DATA=folder to read anot
 	mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/passos run --min-recall $(MIN_RECALL) $(if $(DATA),--data-dir "$(DATA)")
 
-run: pipeline  ## the whole pipeline, then serve the API on $(HOST):$(PORT)
+run: pipeline id-salt  ## the whole pipeline, then serve the API on $(HOST):$(PORT)
 	$(BIN)/passos serve --host $(HOST) --port $(PORT)
+
+id-salt: install  ## a secret salt for student-id hashes, once per install: $PASSOS_HOME/id_salt (kept if present)
+	@mkdir -p "$(PASSOS_HOME)"
+	@test -s "$(PASSOS_HOME)/id_salt" || (umask 077 && $(BIN)/python -c \
+		"import secrets; print(secrets.token_urlsafe(32))" > "$(PASSOS_HOME)/id_salt" && \
+		echo "wrote a new student-id salt to $(PASSOS_HOME)/id_salt (keep it: hashes depend on it)")
 
 test: install  ## lint and type-check, then the whole suite with the coverage gate
 	$(BIN)/ruff check .

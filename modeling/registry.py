@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import math
@@ -30,6 +31,8 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +56,8 @@ TEMP_PREFIX = ".tmp-"
 CHECK_TOLERANCE = 1e-9
 RESERVED_KEYS = ("version", "task", "created_at", "model_sha256")
 
+METADATA_MAX_BYTES = 16 * 1024 * 1024
+POINTER_MAX_BYTES = 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -72,6 +77,10 @@ class NoPreviousChampionError(RegistryError):
     """A rollback with no earlier champion to return to."""
 
 
+class UnsafeFileError(ModelInvalidError):
+    """A registry file that is not a regular file, is over its size limit, or reads too slowly."""
+
+
 class CorruptPointerError(RegistryError):
     """A champion pointer that is not the JSON the registry writes (edited by hand?)."""
 
@@ -82,14 +91,24 @@ class Registry:
     Creating a ``Registry`` touches nothing on disk; directories appear on the first save.
     """
 
-    def __init__(self, root: Path) -> None:
-        """Use ``root`` (e.g. ``$PASSOS_HOME/models``) as the registry's directory."""
+    def __init__(self, root: Path, *, max_model_bytes: int = 512 * 1024 * 1024, read_timeout_s: float = 30.0) -> None:
+        """Use ``root`` (e.g. ``$PASSOS_HOME/models``) as the registry's directory.
+
+        Args:
+            root: The registry's directory.
+            max_model_bytes: The largest ``model.joblib`` read (a bigger file is refused unread).
+            read_timeout_s: The time allowed to read one file (checked between chunks).
+        """
         self.root = Path(root)
+        self.max_model_bytes = max_model_bytes
+        self.read_timeout_s = read_timeout_s
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
         """The registry at ``settings.models_dir``."""
-        return cls(settings.models_dir)
+        return cls(
+            settings.models_dir, max_model_bytes=settings.model_max_bytes, read_timeout_s=settings.model_read_timeout_s
+        )
 
     # ---- versions ---------------------------------------------------------------------
 
@@ -150,6 +169,7 @@ class Registry:
         meta["check_score"] = _verify_model(model, meta, where=f"candidate {task}/{version}", at_save=True)
 
         task_dir.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temp(task)  # a save killed earlier (kill -9) is cleaned at the next write
         # pid: lets remove_stale_temp tell a crashed save from a running one; hex: two saves
         # in one process (threads) never share a directory.
         temp = task_dir / f"{TEMP_PREFIX}{version}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -194,7 +214,7 @@ class Registry:
         """
         path = self.path(task, version) / METADATA_FILE
         try:
-            raw = path.read_bytes()
+            raw = read_bounded(path, max_bytes=METADATA_MAX_BYTES, timeout_s=self.read_timeout_s)
         except FileNotFoundError:
             raise ModelNotFoundError(f"no version {version} of task {task!r} in {self.root}") from None
         try:
@@ -223,17 +243,19 @@ class Registry:
         meta = self.metadata(task, version)
         model_path = self.path(task, version) / MODEL_FILE
         where = f"model {task}/{version}"
+        # Read once, bounded, and unpickle those very bytes: the file hashed is the file loaded.
         try:
-            digest = _sha256(model_path)
+            data = read_bounded(model_path, max_bytes=self.max_model_bytes, timeout_s=self.read_timeout_s)
         except OSError as exc:
             raise ModelInvalidError(f"{where}: cannot read {model_path}: {exc}") from exc
+        digest = hashlib.sha256(data).hexdigest()
         if digest != meta.get("model_sha256"):
             raise ModelInvalidError(
                 f"{where}: {MODEL_FILE} sha256 {digest[:12]}… does not match the recorded "
                 f"{str(meta.get('model_sha256'))[:12]}… (file corrupted or replaced)"
             )
         try:
-            model = joblib.load(model_path)
+            model = joblib.load(io.BytesIO(data))
         except Exception as exc:  # unpickling raises anything: EOFError, AttributeError, ...
             raise ModelInvalidError(f"{where}: cannot unpickle: {type(exc).__name__}: {exc}") from exc
         _verify_model(model, meta, where=where)
@@ -323,9 +345,11 @@ class Registry:
         """
         path = self.pointer_path(task)
         try:
-            raw = path.read_bytes()
+            raw = read_bounded(path, max_bytes=POINTER_MAX_BYTES, timeout_s=self.read_timeout_s)
         except FileNotFoundError:
             return None
+        except UnsafeFileError as exc:
+            raise CorruptPointerError(str(exc)) from exc
         try:
             pointer = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -354,13 +378,17 @@ class Registry:
         Returns:
             The fingerprint, or None when the task has no pointer.
         """
+        path = self.pointer_path(task)
         try:
-            with self.pointer_path(task).open("rb") as handle:
-                stat = os.fstat(handle.fileno())
-                content = handle.read()
+            fd = _open_regular(path)
         except FileNotFoundError:
             return None
-        return (stat.st_mtime_ns, stat.st_size, stat.st_ino, hashlib.sha256(content).hexdigest())
+        except UnsafeFileError as exc:
+            raise CorruptPointerError(str(exc)) from exc
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            content = handle.read(POINTER_MAX_BYTES + 1)
+        return (info.st_mtime_ns, info.st_size, info.st_ino, hashlib.sha256(content).hexdigest())
 
     def promote(self, task: str, version: str, *, reason: str) -> dict[str, Any]:
         """Make a version the task's champion.
@@ -635,6 +663,50 @@ def _json_ready(value: Any, path: str = "metadata") -> Any:
 
 def _dumps(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _open_regular(path: Path) -> int:
+    """Open ``path`` for reading without blocking on a FIFO or device; refuse anything but a regular file.
+
+    Returns:
+        The open file descriptor (blocking mode restored).
+
+    Raises:
+        FileNotFoundError: No such file.
+        UnsafeFileError: A FIFO, device, socket or directory (e.g. a model.joblib linked to /dev/zero).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{path.name} is not a regular file (mode {stat.filemode(info.st_mode)}); not read")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bounded(path: Path, *, max_bytes: int, timeout_s: float) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read within ``timeout_s`` (checked per chunk).
+
+    Raises:
+        FileNotFoundError: No such file.
+        UnsafeFileError: Not a regular file, larger than ``max_bytes`` (also when it grows while
+            read), or slower than ``timeout_s``.
+    """
+    fd = _open_regular(path)
+    deadline = time.monotonic() + timeout_s
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise UnsafeFileError(f"{path.name} is {size} bytes, over the limit of {max_bytes}; not read")
+        chunks, total = [], 0
+        while chunk := handle.read(1 << 20):
+            total += len(chunk)
+            if total > max_bytes:
+                raise UnsafeFileError(f"{path.name} grew past the limit of {max_bytes} bytes while read")
+            if time.monotonic() > deadline:
+                raise UnsafeFileError(f"{path.name} took over {timeout_s:g} s to read")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _sha256(path: Path) -> str:

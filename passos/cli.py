@@ -12,7 +12,7 @@ import typer
 app = typer.Typer(
     help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
 )
-models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back, sync.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -24,6 +24,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift"})
+# Commands that run Prefect flows: without PREFECT_API_URL they get a temporary Prefect server,
+# started up front with a watchdog so that it never outlives the command (passos/server_guard.py).
+FLOW_COMMANDS = frozenset({"ingest", "train", "score", "run", "drift", "batch-score"})
 
 
 @app.callback()
@@ -40,6 +43,10 @@ def main(
         except PermissionError as error:
             typer.secho(f"error: {error}", fg="red", err=True)
             raise typer.Exit(2) from None
+    if ctx.invoked_subcommand in FLOW_COMMANDS and "--help" not in ctx.args:
+        from passos.server_guard import start_guarded_server
+
+        start_guarded_server()
 
 
 @app.command()
@@ -76,7 +83,9 @@ def sql(
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     if output_format == "csv":
-        typer.echo(frame.to_csv(index=False), nl=False)
+        from passos.safe_csv import write_csv
+
+        typer.echo(write_csv(frame), nl=False)
     elif output_format == "json":
         typer.echo(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     else:
@@ -127,6 +136,9 @@ def serve(
     """Serve the prediction API with uvicorn (models hot-reload from the registry in every worker)."""
     import uvicorn
 
+    from passos.settings import get_settings
+    from serving.server import uvicorn_options
+
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -136,6 +148,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(get_settings()),  # header limits and deadlines, trusted proxies
     )
 
 
@@ -244,8 +257,8 @@ def models_promote(
     except PassosError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    _sync_registry_table()
     typer.echo(f"{task}: champion is now {version}")
+    _sync_mirror_after_pointer_change()
 
 
 @models_app.command("rollback")
@@ -258,15 +271,45 @@ def models_rollback(task: Annotated[str, typer.Option(help="current | next_year"
     except PassosError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    _sync_registry_table()
     typer.echo(f"{task}: champion is now {version}")
+    _sync_mirror_after_pointer_change()
 
 
-def _sync_registry_table() -> None:
-    from flows.train import sync_registry_table
+# A promotion is done once its pointer is switched: the warehouse's copy may lag, never block it.
+PROMOTE_LOCK_RETRIES = 1
+
+
+def _sync_mirror_after_pointer_change() -> None:
+    from modeling.registry_mirror import sync_mirror
+    from passos.errors import WarehouseBusyError
     from passos.settings import get_settings
 
-    sync_registry_table(get_settings())
+    try:
+        sync_mirror(get_settings(), lock_retries=PROMOTE_LOCK_RETRIES)
+    except WarehouseBusyError:
+        typer.secho(
+            "warning: the warehouse is busy (another process writes to it), so its copy of the registry "
+            "(model_registry) still shows the old champion; the API already follows the new one. It is "
+            "rebuilt by the next training run or `passos models sync`.",
+            fg="yellow",
+            err=True,
+        )
+
+
+@models_app.command("sync")
+def models_sync() -> None:
+    """Rebuild the warehouse's copy of the registry (model_registry) from the champion pointers."""
+    from modeling.registry_mirror import sync_mirror
+    from passos.errors import ExitCode, WarehouseBusyError
+    from passos.settings import get_settings
+
+    try:
+        stale, rows = sync_mirror(get_settings())
+    except WarehouseBusyError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(ExitCode.WAREHOUSE_BUSY) from None
+    was = f"it was stale for {', '.join(stale)}" if stale else "it already agreed"
+    typer.echo(f"model_registry: {rows} versions mirrored from the registry's files ({was})")
 
 
 def _fmt(value: object) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 
 class PassosError(Exception):
     """Base class of the project's own errors."""
@@ -30,3 +32,15 @@ class ModelNotFoundError(PassosError):
 
 class ModelInvalidError(PassosError):
     """A model file that cannot be loaded or fails its checks."""
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the ``passos`` CLI (README "Operating it", docs/operating.md)."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug: a traceback is allowed
+    USAGE = 2  # bad option value, a path that does not exist
+    INPUT_FAILED = 3  # some input failed while others loaded
+    WAREHOUSE_BUSY = 4  # another process holds the warehouse's write lock
+    GATE_REJECTED = 10  # `passos train`: the gate rejected a candidate
+    RETRAIN_RECOMMENDED = 11  # `passos drift`: drift says "retrain recommended"

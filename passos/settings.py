@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("current", "next_year")
+# The salt every install shared before per-install salts: public, so only a fallback that warns.
+DEFAULT_ID_SALT = "passos-magicos"
 
 
 class Settings(BaseSettings):
@@ -33,14 +35,33 @@ class Settings(BaseSettings):
     refit_on_all: bool = True
 
     # serving
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        default=None, description="X-API-Key the prediction routes and /model require; empty or unset = open."
+    )
     reload_interval_s: float = Field(default=0.5, gt=0.0)
     batch_max: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    id_salt: SecretStr = SecretStr("passos-magicos")
+    id_salt: SecretStr | None = Field(
+        default=None,
+        description="Salt of student-id hashes; unset: the file $PASSOS_HOME/id_salt (`make run` writes one).",
+    )
     predictions_rotate_bytes: int = Field(default=10_000_000, ge=1024)
-    rate_limit_per_s: float = Field(default=0.0, ge=0.0, description="Requests per second per client IP; 0 = off.")
+    rate_limit_per_s: float = Field(
+        default=0.0, ge=0.0, description="Requests per second per API key (else per client IP); 0 = off."
+    )
     rate_limit_burst: int = Field(default=200, ge=1)
+    rate_limit_clients: int = Field(default=10_000, ge=1, description="Buckets kept (least recently used evicted).")
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="Proxies whose X-Forwarded-For is trusted (comma-separated IPs/CIDRs); unset = none.",
+    )
+    max_header_bytes: int = Field(default=65_536, ge=4096, description="Request line + headers; more gets 431.")
+    max_headers: int = Field(default=100, ge=8, description="Header fields per request; more gets 431.")
+    header_timeout_s: float = Field(default=5.0, gt=0.0, description="Time to send the request line and headers.")
+    body_timeout_s: float = Field(default=10.0, gt=0.0, description="Time to send the whole body; then 408.")
+    keep_alive_s: float = Field(default=5.0, gt=0.0, description="Idle time between requests on a connection.")
+    model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="Largest model file loaded.")
+    model_read_timeout_s: float = Field(default=30.0, gt=0.0, description="Time to read and hash a model file.")
 
     # tracing (Langfuse). The SDK's own variable names, so its docs apply unchanged.
     langfuse_public_key: str | None = Field(default=None, validation_alias="LANGFUSE_PUBLIC_KEY")
@@ -57,6 +78,13 @@ class Settings(BaseSettings):
 
     # scale-out
     dask_address: str | None = None
+
+    # input files: a bound on every source, checked before it is parsed (README "Security")
+    source_max_bytes: int = Field(
+        default=100_000_000, ge=1024, description="Largest input file; for a workbook also its unpacked size."
+    )
+    source_max_columns: int = Field(default=500, ge=10, description="Widest header an input table may have.")
+    source_max_cells: int = Field(default=10_000_000, ge=1000, description="Cells read from one CSV or sheet.")
 
     # warehouse access
     warehouse_lock_retries: int = Field(default=5, ge=0)
@@ -87,6 +115,29 @@ class Settings(BaseSettings):
     @property
     def predictions_dir(self) -> Path:
         return self.home / "predictions"
+
+    @property
+    def id_salt_file(self) -> Path:
+        return self.home / "id_salt"
+
+    def resolved_id_salt(self) -> tuple[str, str]:
+        """The student-id salt and where it came from: ``PASSOS_ID_SALT``, the file ``$PASSOS_HOME/id_salt``,
+        or ``"built-in default"`` (public, so the hashes are reversible: the service warns loudly)."""
+        if self.id_salt is not None and self.id_salt.get_secret_value():
+            return self.id_salt.get_secret_value(), "PASSOS_ID_SALT"
+        try:
+            salt = self.id_salt_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            salt = ""
+        if salt:
+            return salt, str(self.id_salt_file)
+        return DEFAULT_ID_SALT, "built-in default"
+
+    def api_key_value(self) -> str | None:
+        """The API key, or None when unset or empty (``PASSOS_API_KEY=``: an open API)."""
+        if self.api_key is None or not self.api_key.get_secret_value():
+            return None
+        return self.api_key.get_secret_value()
 
     def ensure_writable(self) -> None:
         """Create the state folders and prove each is writable, or raise a clear ``PermissionError``."""

@@ -23,6 +23,7 @@ BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
 DATA="${DATA:-$(cd .. && pwd)/shared/data}"
 KEEP="${KEEP:-0}"
 API_KEY="smoke-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+ID_SALT="salt-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 PAYLOAD='{"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}'
 RUN_ID="passos-smoke-$$"
 VOLUME="$RUN_ID-home"
@@ -81,6 +82,10 @@ smoke() {
         fail "the API started without PASSOS_API_KEY"
     fi
     log "ok: the API refuses to start without PASSOS_API_KEY"
+    if docker run --rm -e PASSOS_API_KEY="$API_KEY" "$IMAGE" >/dev/null 2>&1; then
+        fail "the API started without PASSOS_ID_SALT (the public default salt)"
+    fi
+    log "ok: the API refuses to start without PASSOS_ID_SALT"
 
     docker volume create "$VOLUME" >/dev/null
     started=$(date +%s)
@@ -92,7 +97,7 @@ smoke() {
     log "ok: pipeline in $(( $(date +%s) - started )) s"
 
     started=$(date +%s)
-    docker run -d --name "$API" -v "$VOLUME:/var/lib/passos" -e PASSOS_API_KEY="$API_KEY" \
+    docker run -d --name "$API" -v "$VOLUME:/var/lib/passos" -e PASSOS_API_KEY="$API_KEY" -e PASSOS_ID_SALT="$ID_SALT" \
         -p 127.0.0.1::8000 --health-interval 2s --health-start-period 5s "$IMAGE" >/dev/null
     port="$(docker port "$API" 8000/tcp | head -1 | sed 's/.*://')"
     url="http://127.0.0.1:$port"

@@ -7,12 +7,15 @@ never slows or fails a prediction.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
 import os
+import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ from serving.schemas import (
     PredictRequest,
     did_you_mean,
 )
+from serving.server import startup_warnings
 from serving.tracing import ProcessTracer
 
 log = logging.getLogger(__name__)
@@ -63,10 +67,14 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.holder = ModelHolder(Registry.from_settings(settings), interval_s=settings.reload_interval_s)
+        self.holder = ModelHolder(
+            Registry.from_settings(settings),
+            interval_s=settings.reload_interval_s,
+            load_timeout_s=settings.model_read_timeout_s + 5,  # the reader's own deadline usually answers first
+        )
         self.prediction_log = PredictionLog.from_settings(settings)
         self.tracer = ProcessTracer.from_settings(settings)
-        self.salt = settings.id_salt.get_secret_value()
+        self.salt, self.salt_source = settings.resolved_id_salt()
         # Request ids: a random per-process prefix and a counter, unique across workers and
         # restarts; uuid4 read os.urandom on every request.
         prefix, counter = secrets.token_hex(8), itertools.count()
@@ -90,15 +98,27 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 async def require_api_key(request: Request, services: ServicesDep) -> None:
     """When ``PASSOS_API_KEY`` is set, ``X-API-Key`` must match it (constant-time comparison)."""
-    expected = services.settings.api_key
+    expected = services.settings.api_key_value()
     if expected is None:
         return
-    given = request.headers.get("x-api-key", "")
-    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    if not _key_matches(request.headers.get("x-api-key", ""), expected):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", headers={"WWW-Authenticate": "ApiKey"})
 
 
 AuthDep = Depends(require_api_key)
+
+
+def _key_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~$])/(?:[^\s'\":,;()]+/)*[^\s'\":,;()/]*")
+
+
+def public_problem(problem: str, settings: Settings) -> str:
+    """A problem as an unauthenticated route may tell it: paths relative to ``$PASSOS_HOME``, no others."""
+    text = problem.replace(str(settings.home.resolve()), "$PASSOS_HOME").replace(str(settings.home), "$PASSOS_HOME")
+    return _ABSOLUTE_PATH.sub("<path>", text)
 
 
 def sent_inputs(student: BaseModel) -> dict[str, Any]:
@@ -262,11 +282,13 @@ class _Call:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, by header or while streaming."""
+    """Refuse request bodies over ``limit`` bytes with 413, by header or while streaming, and bodies
+    not received within ``timeout_s`` (from the end of the headers) with 408; both close the connection."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int, timeout_s: float = 10.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
@@ -280,8 +302,13 @@ class BodyLimit:
         chunks: list[bytes] = []
         received = 0
         more = True
+        deadline = time.monotonic() + self.timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await _refuse(send, 408, b"request body not received within %g s" % self.timeout_s)
+                return
             if message["type"] != "http.request":
                 await self.app(scope, receive, send)
                 return
@@ -305,45 +332,73 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Callable[..., Any]) -> None:
-        body = b'{"detail":"request body over %d bytes","errors":[]}' % self.limit
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(send, 413, b"request body over %d bytes" % self.limit)
+
+
+async def _refuse(send: Callable[..., Any], status_code: int, detail: bytes, *, close: bool = True) -> None:
+    """An error answer from the ASGI layer, in the routes' shape; closes the connection when asked."""
+    body = b'{"detail":"%s","errors":[]}' % detail
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the body is not read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
+    if status_code == 429:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimit:
-    """A token bucket per client address on the prediction routes; 429 with Retry-After when empty."""
+    """A token bucket per API key (per client address without one) on the prediction routes.
 
-    def __init__(self, app: Callable[..., Awaitable[None]], per_second: float, burst: int) -> None:
+    With ``PASSOS_API_KEY`` set, the key is checked first: a request without the right key gets
+    401 here and touches no bucket, so an unauthenticated flood cannot drain the key's bucket.
+    The client address is the socket's peer, or the ``X-Forwarded-For`` of a proxy listed in
+    ``PASSOS_FORWARDED_ALLOW_IPS`` (uvicorn resolves it), never a header from anyone else. At most
+    ``max_clients`` buckets are kept; the least recently used is dropped in O(1).
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        per_second: float,
+        burst: int,
+        *,
+        api_key: str | None = None,
+        max_clients: int = 10_000,
+    ) -> None:
         self.app = app
         self.per_second = per_second
         self.burst = float(burst)
-        self.buckets: dict[str, tuple[float, float]] = {}
+        self.api_key = api_key
+        self.max_clients = max_clients
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/predict"):
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("unknown", 0))[0]
-        now = time.monotonic()
-        tokens, last = self.buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.per_second)
-        if tokens < 1.0:
-            self.buckets[client] = (tokens, now)
-            body = b'{"detail":"rate limit exceeded","errors":[]}'
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
-            await send({"type": "http.response.start", "status": 429, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        if self.api_key is not None:
+            given = next((v for k, v in scope.get("headers", []) if k == b"x-api-key"), b"")
+            if not _key_matches(given.decode("latin-1"), self.api_key):
+                await _refuse(send, 401, b"unauthorized", close=False)
+                return
+            client = "api-key"
+        else:
+            client = "ip:" + str((scope.get("client") or ("unknown", 0))[0])
+        if not self.take(client, time.monotonic()):
+            await _refuse(send, 429, b"rate limit exceeded", close=False)
             return
-        self.buckets[client] = (tokens - 1.0, now)
-        if len(self.buckets) > 10_000:  # forget idle clients; bounded memory
-            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < 60}
         await self.app(scope, receive, send)
+
+    def take(self, client: str, now: float) -> bool:
+        """Take a token from ``client``'s bucket; False when it is empty."""
+        tokens, last = self.buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.per_second)
+        allowed = tokens >= 1.0
+        self.buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # now the most recently used
+        if len(self.buckets) > self.max_clients:
+            self.buckets.popitem(last=False)  # the least recently used: it would have refilled anyway
+        return allowed
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -353,9 +408,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = Services(current)
+        for warning in startup_warnings(current):
+            log.warning("%s\n%s\n%s", "!" * 100, f"SECURITY WARNING: {warning}", "!" * 100)
         services.holder.start()
         app.state.services = services
-        log.info("service up; ready=%s problems=%s", services.holder.ready(), services.holder.problems)
+        log.info(
+            "service up; ready=%s problems=%s; student-id salt from %s",
+            services.holder.ready(),
+            services.holder.problems,
+            services.salt_source,
+        )
         try:
             yield
         finally:
@@ -391,13 +453,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             location = [str(p) for p in item.get("loc", ()) if p != "body"]
             if item.get("type") == "json_invalid":
                 location = []  # the location is a character offset, not a field
+            names = (item.get("ctx") or {}).get("fields")
+            if isinstance(names, list):  # a rule across fields (impossible combinations) names each one
+                where = ".".join(location)
+                named = ", ".join(f"{where}.{name}" if where else str(name) for name in names)
+            else:
+                named = ".".join(location) or "body"
             message = str(item.get("msg", "invalid value"))
             if item.get("type") == "extra_forbidden" and location:
                 hint = did_you_mean(location[-1])
                 message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
-            errors.append(
-                {"field": ".".join(location) or "body", "rule": str(item.get("type", "invalid")), "message": message}
-            )
+            errors.append({"field": named, "rule": str(item.get("type", "invalid")), "message": message})
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
 
     @app.get("/health", tags=["ops"])
@@ -411,7 +477,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {
             "ready": services.holder.ready(),
             "models": {t: (m.version if (m := services.holder.get(t)) else None) for t in services.holder.tasks},
-            "problems": services.holder.problems,
+            "problems": {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()},
         }
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
@@ -436,7 +502,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "variants": meta.get("variants"),
                 "reference_year": max(meta.get("fit_years") or [0]) or None,
                 "features": meta.get("features"),
-                "problem": services.holder.problems.get(task),
+                "problem": public_problem(p, services.settings) if (p := services.holder.problems.get(task)) else None,
             }
         return out
 
@@ -486,7 +552,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.mount("/reports", StaticFiles(directory=current.reports_dir, html=True, check_dir=False), name="reports")
-    app.add_middleware(BodyLimit, limit=current.max_body_bytes)
-    if current.rate_limit_per_s > 0:
-        app.add_middleware(RateLimit, per_second=current.rate_limit_per_s, burst=current.rate_limit_burst)
+    app.add_middleware(BodyLimit, limit=current.max_body_bytes, timeout_s=current.body_timeout_s)
+    if current.rate_limit_per_s > 0:  # added last: runs first, before the body is read
+        app.add_middleware(
+            RateLimit,
+            per_second=current.rate_limit_per_s,
+            burst=current.rate_limit_burst,
+            api_key=current.api_key_value(),
+            max_clients=current.rate_limit_clients,
+        )
     return app

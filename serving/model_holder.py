@@ -6,11 +6,17 @@ loads the new version, checks it (hash, feature contract, a prediction on the st
 row) and swaps it in with one reference assignment, so a request in flight finishes on the
 model it started with. A version that fails to load or check is refused and logged, and the
 previous model keeps serving; the problem is reported by ``/ready`` and ``/model``.
+
+Files are read bounded (regular files only, a size limit, a deadline: see ``Registry``), and
+each load runs in a worker thread the poller waits for at most ``load_timeout_s``: a file that
+blocks reads (a FIFO, a device, a hung mount) stalls only its own task, never the poller or the
+other task. A refused version is tried again when its files change, not only when the pointer does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from features.featuresets import TASKS, feature_names
-from modeling.registry import Registry
+from modeling.registry import METADATA_FILE, MODEL_FILE, Registry
 from passos.errors import PassosError
 
 log = logging.getLogger(__name__)
@@ -45,10 +51,20 @@ class Loaded:
 class ModelHolder:
     """The current model per task, kept in step with the registry's champion pointers."""
 
-    def __init__(self, registry: Registry, *, tasks: tuple[str, ...] = TASKS, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        tasks: tuple[str, ...] = TASKS,
+        interval_s: float = 0.5,
+        load_timeout_s: float = 35.0,
+    ) -> None:
         self.registry = registry
         self.tasks = tasks
         self.interval_s = interval_s
+        self.load_timeout_s = load_timeout_s
+        self._refused: dict[str, str] = {}  # task -> the version refused last, retried when its files change
+        self._loading: dict[str, threading.Thread] = {}  # task -> a load still stuck after load_timeout_s
         self._models: dict[str, Loaded] = {}
         self._signatures: dict[str, Any] = {}
         self.problems: dict[str, str] = {}
@@ -67,19 +83,51 @@ class ModelHolder:
     def refresh(self) -> None:
         """Check every pointer once and load what changed (what the background thread does)."""
         for task in self.tasks:
+            stuck = self._loading.get(task)
+            if stuck is not None and stuck.is_alive():
+                continue  # its read still blocks: this task waits, the others reload
             try:
-                signature = self.registry.pointer_signature(task)
+                pointer = self.registry.pointer_signature(task)
             except (OSError, PassosError) as error:
                 self._refuse(task, None, f"champion pointer unreadable: {error}")
                 continue
+            signature = (pointer, self._refused_files(task))
             if signature == self._signatures.get(task):
                 continue
             self._signatures[task] = signature
-            if signature is None:
+            if pointer is None:
                 if task not in self._models:
                     self.problems[task] = "no champion yet: run `passos train`"
                 continue
-            self._load(task)
+            self._load_within_timeout(task)
+            if task not in self._loading:  # the refused version's files as they are now: a change retries
+                self._signatures[task] = (pointer, self._refused_files(task))
+
+    def _refused_files(self, task: str) -> tuple[Any, ...] | None:
+        """A fingerprint of the refused version's files (stat only, never a read), or None."""
+        version = self._refused.get(task)
+        if version is None:
+            return None
+        prints: list[Any] = [version]
+        for name in (MODEL_FILE, METADATA_FILE):
+            path = self.registry.path(task, version) / name
+            try:
+                link, target = os.lstat(path), os.stat(path)
+            except OSError:
+                prints.append(None)
+                continue
+            prints.append((link.st_ino, link.st_mtime_ns, target.st_ino, target.st_size, target.st_mtime_ns))
+        return tuple(prints)
+
+    def _load_within_timeout(self, task: str) -> None:
+        worker = threading.Thread(target=self._load, args=(task,), name=f"passos-load-{task}", daemon=True)
+        worker.start()
+        worker.join(self.load_timeout_s)
+        self._loading.pop(task, None)
+        if worker.is_alive():
+            self._loading[task] = worker
+            self._signatures.pop(task, None)  # look again once the stuck read ends
+            self._refuse(task, None, f"loading the champion took over {self.load_timeout_s:g} s (a file that blocks?)")
 
     def _load(self, task: str) -> None:
         try:
@@ -107,8 +155,10 @@ class ModelHolder:
             if not 0.0 <= score <= 1.0:
                 raise PassosError(f"score {score} on an empty row is not a probability")
         except Exception as error:  # any failure to load must leave the old model serving
+            self._refused[task] = version
             self._refuse(task, version, str(error))
             return
+        self._refused.pop(task, None)
         variants = {getattr(v, "variant", "?"): _importance(v) for v in getattr(model, "variants", [])}
         self._models[task] = Loaded(task, version, model, metadata, _importance(model), variant_importance=variants)
         self.problems.pop(task, None)

@@ -23,7 +23,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from features.featuresets import FEATURES, TASKS, FeatureSpec
@@ -211,8 +211,44 @@ _fields["student_id"] = (
 )
 
 
+def _impossible(fields: list[str], message: str) -> PydanticCustomError:
+    return PydanticCustomError("impossible_combination", f"{' and '.join(fields)}: {message}", {"fields": fields})
+
+
+def check_combinations(values: dict[str, Any]) -> None:
+    """Refuse fields that cannot all be true of one student (each error names the fields).
+
+    A birth after the year predicted for, a birth date and a birth year that disagree, an age more
+    than a year away from what the birth date gives for that year (PEDE records the age during the
+    year, so ``year - birth year`` minus 2 up to plus 1 is accepted), joining the programme after
+    the year or before birth.
+    """
+    year, age, joined = values.get("year"), values.get("idade"), values.get("ano_ingresso")
+    born_date, born_year = values.get("data_nasc"), values.get("ano_nasc")
+    if born_date is not None and born_year is not None and born_date.year != born_year:
+        raise _impossible(["data_nasc", "ano_nasc"], f"birth date {born_date} is not in the birth year {born_year}")
+    birth_field = "data_nasc" if born_date is not None else "ano_nasc"
+    birth = born_date.year if born_date is not None else born_year
+    if birth is not None and year is not None and birth > year:
+        raise _impossible([birth_field, "year"], f"born in {birth}, after the year {year} predicted for")
+    if birth is not None and year is not None and age is not None and not year - birth - 2 <= age <= year - birth + 1:
+        raise _impossible(
+            ["idade", birth_field, "year"],
+            f"age {age:g} in {year} is more than a year away from a birth in {birth} ({year - birth - 1}..{year - birth})",
+        )
+    if joined is not None and year is not None and joined > year:
+        raise _impossible(["ano_ingresso", "year"], f"joined in {joined}, after the year {year}")
+    if joined is not None and birth is not None and joined < birth:
+        raise _impossible(["ano_ingresso", birth_field], f"joined in {joined}, before the birth in {birth}")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(EXAMPLE), dict(FULL_EXAMPLE)]})
+
+    @model_validator(mode="after")
+    def _possible(self) -> _Strict:
+        check_combinations(self.__dict__)
+        return self
 
 
 StudentFeatures: type[BaseModel] = create_model(

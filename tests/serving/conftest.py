@@ -16,6 +16,7 @@ import uvicorn
 from modeling.registry import Registry
 from passos.settings import Settings
 from serving.app import create_app
+from serving.server import uvicorn_options
 from tests.factories import register_model
 
 
@@ -40,7 +41,14 @@ class Running:
 
 def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **uvicorn_options(settings),  # the limits `passos serve` runs with
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from passos.settings import Settings
 from serving.app import create_app
@@ -52,7 +54,19 @@ def test_api_never_fails_and_conforms(case: schemathesis.Case, fuzz_service: str
     CALLS.append(1)
     response = case.call(base_url=fuzz_service, timeout=30)
     assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
-    case.validate_response(response)
+    if _only_impossible_combinations(response):
+        # Cross-field rules (a birth after the year predicted for, ...) cannot be stated in JSON
+        # Schema, so schema-valid data may be refused by them: still a conforming 422 answer.
+        case.validate_response(response, excluded_checks=[positive_data_acceptance])
+    else:
+        case.validate_response(response)
+
+
+def _only_impossible_combinations(response: Any) -> bool:
+    if response.status_code != 422:
+        return False
+    errors = response.json().get("errors") or []
+    return bool(errors) and all(e.get("rule") == "impossible_combination" for e in errors)
 
 
 def test_the_fuzzed_schema_is_the_served_one(service: Running) -> None:
