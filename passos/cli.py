@@ -148,7 +148,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
-        **uvicorn_options(get_settings()),  # header limits and deadlines, trusted proxies
+        **uvicorn_options(get_settings(), by_name=True),  # header limits and deadlines, trusted proxies
     )
 
 

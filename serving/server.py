@@ -153,11 +153,33 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
     )
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The hardening options of every uvicorn the project starts (``passos serve`` and the tests)."""
+class SettingsGuardedHttpTools(GuardedHttpTools):
+    """:class:`GuardedHttpTools` with the limits of ``get_settings()``, importable by name.
+
+    ``passos serve --workers N`` pickles uvicorn's config to each worker process, and the class
+    :func:`guarded_protocol` builds cannot be pickled; this one is named instead
+    (``serving.server:SettingsGuardedHttpTools``) and reads the same environment in every worker.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from passos.settings import get_settings
+
+        settings = get_settings()
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_headers = settings.max_headers
+        self.header_timeout_s = settings.header_timeout_s
+        super().__init__(*args, **kwargs)
+
+
+def uvicorn_options(settings: Settings, *, by_name: bool = False) -> dict[str, Any]:
+    """The hardening options of every uvicorn the project starts (``passos serve`` and the tests).
+
+    ``by_name``: name the protocol class instead of building one (for worker processes; the
+    settings must then be ``get_settings()``).
+    """
     trusted = (settings.forwarded_allow_ips or "").strip()
     return {
-        "http": guarded_protocol(settings),
+        "http": "serving.server:SettingsGuardedHttpTools" if by_name else guarded_protocol(settings),
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or None,
         "timeout_keep_alive": settings.keep_alive_s,
