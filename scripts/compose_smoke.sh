@@ -84,8 +84,9 @@ wait_for() {
 }
 
 container_healthy() { [[ "$(docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null)" == healthy ]]; }
-replica_url() { echo "http://$(compose port --index "$1" api 8000 | tail -1)"; }
-replica_status_is() { [[ "$(status_of "$(replica_url "$1")$2")" == "$3" ]]; }
+# URL[i]: replica i's address on the host (a free loopback port each), filled once after up.
+declare -a URL
+replica_status_is() { [[ "$(status_of "${URL[$1]}$2")" == "$3" ]]; }
 
 all_started=$(date +%s)
 
@@ -129,8 +130,9 @@ log "ok: postgres, prefect-server and worker healthy, in $(since "$started")"
 
 started=$(date +%s)
 for i in $(seq 1 "$REPLICAS"); do
+    URL[i]="http://$(compose port --index "$i" api 8000 | tail -1)"
     wait_for 60 replica_status_is "$i" /health 200 || fail "API replica $i: /health never answered 200"
-    code="$(status_of "$(replica_url "$i")/ready")"
+    code="$(status_of "${URL[i]}/ready")"
     [[ "$code" == 503 ]] || fail "API replica $i: /ready answered $code before any model exists, not 503"
 done
 log "ok: $REPLICAS API replicas: /health 200, /ready 503 (no model yet), in $(since "$started")"
@@ -153,9 +155,18 @@ pipeline_done=$(date +%s)
 run_id="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$BODY" | head -1)"
 [[ -n "$run_id" ]] || fail "no flow run id in the output of prefect deployment run"
 log "ok: flow run $run_id of pipeline/pipeline COMPLETED in $(since "$started") (created, picked up, run)"
-compose logs --no-color worker 2>/dev/null | grep -q "submitting flow run '$run_id'" \
-    || fail "the worker's log does not show that it ran flow run $run_id"
-log "ok: the worker container ran it (its log: submitting flow run '$run_id')"
+
+# --- 4. every API replica ----------------------------------------------------------------------
+# The replicas were not restarted: each finds the new champions by polling the pointers.
+for i in $(seq 1 "$REPLICAS"); do
+    wait_for 30 replica_status_is "$i" /ready 200 || fail "API replica $i: /ready never 200: $(cat "$BODY")"
+done
+log "ok: all $REPLICAS replicas /ready 200 (champions hot-reloaded from the shared volume) $(since "$pipeline_done") after the run was reported complete"
+
+# The worker container's output holds the flow run's own log, which names its id.
+compose logs --no-color worker 2>/dev/null | grep -q "$run_id" \
+    || fail "the worker's log does not mention flow run $run_id: it did not run it"
+log "ok: the worker container ran it (its log: $(compose logs --no-color worker 2>/dev/null | grep -m1 "$run_id" | sed 's/^[^|]*| *//' | cut -c1-160))"
 
 states="$(compose exec -T postgres psql -U prefect -d prefect -tAc \
     "select state_type, count(*) from flow_run group by state_type order by 1" | tr '\n' ' ')"
@@ -163,12 +174,11 @@ states="$(compose exec -T postgres psql -U prefect -d prefect -tAc \
     || fail "flow runs in Postgres: $states"
 log "ok: flow runs recorded in Postgres: $states"
 
-# --- 4. every API replica ----------------------------------------------------------------------
 versions=""
 for i in $(seq 1 "$REPLICAS"); do
-    url="$(replica_url "$i")"
-    wait_for 30 replica_status_is "$i" /ready 200 || fail "API replica $i: /ready never 200: $(cat "$BODY")"
-    log "ok: replica $i ($url) /ready 200 $(since "$pipeline_done") after the run: $(cat "$BODY")"
+    url="${URL[i]}"
+    status_of "$url/ready" >/dev/null
+    log "ok: replica $i ($url) /ready: $(cat "$BODY")"
     models="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["models"])' "$BODY")"
     [[ -z "$versions" || "$versions" == "$models" ]] || fail "replicas serve different models: $versions vs $models"
     versions="$models"
@@ -186,7 +196,7 @@ log_files() {
     [[ "$(compose exec -T worker sh -c 'ls /var/lib/passos/predictions | grep -c "^predictions-.*\.jsonl$"')" -ge "$REPLICAS" ]]
 }
 wait_for 15 log_files || fail "fewer than $REPLICAS prediction-log files in the shared volume"
-log "ok: $(compose exec -T worker sh -c 'ls /var/lib/passos/predictions | grep -c "^predictions-"') prediction-log files in the shared volume (one per replica)"
+log "ok: $(compose exec -T worker sh -c 'ls /var/lib/passos/predictions | grep -c "^predictions-"') prediction-log files in the shared volume (each replica writes files of its own)"
 
 for i in $(seq 1 "$REPLICAS"); do
     wait_for 60 container_healthy "$(compose ps -q api | sed -n "${i}p")" || fail "API replica $i: HEALTHCHECK never passed"
