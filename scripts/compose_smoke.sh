@@ -163,10 +163,11 @@ for i in $(seq 1 "$REPLICAS"); do
 done
 log "ok: all $REPLICAS replicas /ready 200 (champions hot-reloaded from the shared volume) $(since "$pipeline_done") after the run was reported complete"
 
-# The worker container's output holds the flow run's own log, which names its id.
-compose logs --no-color worker 2>/dev/null | grep -q "$run_id" \
-    || fail "the worker's log does not mention flow run $run_id: it did not run it"
-log "ok: the worker container ran it (its log: $(compose logs --no-color worker 2>/dev/null | grep -m1 "$run_id" | sed 's/^[^|]*| *//' | cut -c1-160))"
+# The worker container's output holds the flow run's own log, which names its id. (Read into
+# a file first: `grep -q` closing a pipe early would fail the pipeline under pipefail.)
+compose logs --no-color worker > "$BODY" 2>/dev/null || fail "cannot read the worker's log"
+grep -q "$run_id" "$BODY" || fail "the worker's log does not mention flow run $run_id: it did not run it"
+log "ok: the worker container ran it (its log: $(grep -m1 "$run_id" "$BODY" | sed 's/^[^|]*| *//' | cut -c1-160))"
 
 states="$(compose exec -T postgres psql -U prefect -d prefect -tAc \
     "select state_type, count(*) from flow_run group by state_type order by 1" | tr '\n' ' ')"
