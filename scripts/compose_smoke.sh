@@ -27,7 +27,10 @@ DATA="${DATA:-$(cd .. && pwd)/shared/data}"
 REPLICAS="${REPLICAS:-2}"
 KEEP="${KEEP:-0}"
 PROJECT="passos-compose-smoke-$$"
-PAYLOAD='{"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}'
+# serving/schemas.py's FULL_EXAMPLE: every field a student's record has, so a model answers
+# with a score (the short example payload may rightly get risk_label "unknown").
+PAYLOAD='{"task": "current", "fase": 3, "idade": 13, "genero": "F", "instituicao": "publica", "anos_no_programa": 2, "iaa": 8.0, "ieg": 7.5, "ips": 6.5, "ipp": 7.0, "ida": 5.5, "ipv": 7.2, "mat": 6.0, "por": 5.5, "prev_defasagem": -1}'
+SHORT_PAYLOAD='{"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}'
 random_token() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 API_KEY="smoke-$(random_token)"
 
@@ -83,6 +86,11 @@ wait_for() {
     return 1
 }
 
+# scored FILE: the /predict answer in FILE has a numeric risk_score and a high/low risk_label.
+scored() {
+    python3 -c 'import json, sys; b = json.load(open(sys.argv[1]))
+sys.exit(not (isinstance(b.get("risk_score"), float) and b.get("risk_label") in ("high", "low")))' "$1"
+}
 container_healthy() { [[ "$(docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null)" == healthy ]]; }
 # URL[i]: replica i's address on the host (a free loopback port each), filled once after up.
 declare -a URL
@@ -188,9 +196,12 @@ for i in $(seq 1 "$REPLICAS"); do
     [[ "$code" == 401 ]] || fail "replica $i: /predict without the key answered $code, not 401"
     code="$(status_of "$url/predict" -H 'content-type: application/json' -H "x-api-key: $API_KEY" -d "$PAYLOAD")"
     [[ "$code" == 200 ]] || fail "replica $i: /predict answered $code: $(cat "$BODY")"
-    grep -q '"risk_score"' "$BODY" || fail "replica $i: /predict has no risk_score: $(cat "$BODY")"
+    scored "$BODY" || fail "replica $i: /predict gave no numeric risk_score with a high/low label: $(cat "$BODY")"
     log "ok: replica $i /predict 401 without the key, 200 with it: $(cut -c1-160 "$BODY")..."
 done
+code="$(status_of "${URL[1]}/predict" -H 'content-type: application/json' -H "x-api-key: $API_KEY" -d "$SHORT_PAYLOAD")"
+[[ "$code" == 200 ]] || fail "/predict with the short example payload answered $code: $(cat "$BODY")"
+log "ok: the short example payload: 200, $(python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print("risk_label", b["risk_label"], "risk_score", b["risk_score"])' "$BODY")"
 
 # Each replica logs its predictions to files of its own in the shared volume.
 log_files() {
