@@ -38,7 +38,9 @@ def main() -> None:
             )
         check = meta.get("artifact_check") or {}
         per_year = ", ".join(f"{y}: {r['recall']:.3f}" for y, r in check.get("per_year", {}).items())
-        print(f"<!-- {task} {version}: served artifact in-sample recall {per_year}; threshold {meta['threshold']:.3f} -->")
+        print(
+            f"<!-- {task} {version}: served artifact in-sample recall {per_year}; threshold {meta['threshold']:.3f} -->"
+        )
 
 
 if __name__ == "__main__":
