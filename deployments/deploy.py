@@ -12,8 +12,11 @@ Two choices matter to ops:
   stay active; runs due while the process is down show as *Late* in the UI and start as soon
   as it is back.
 * the flows raise on errors, so a retrain that fails shows as *Failed* (red) in the UI, with
-  the traceback in its logs. A candidate that the recall gate rejects is not a failure: the
-  run is *Completed* and its ``train-verdicts`` artifact says **rejected**.
+  the traceback in its logs. A candidate that the recall gate rejects ends in the FAILED-type
+  state *Rejected*, and a drift alarm in *RetrainRecommended* (both red, both caught by an
+  automation on failed runs); the artifacts ``train-verdicts`` and ``drift-verdicts`` say why.
+* ``task`` is an enum (``Literal``) in the flows' signatures, so the UI's run form offers a
+  dropdown and Prefect refuses a misspelt value when the run is created.
 """
 
 from __future__ import annotations
@@ -56,15 +59,18 @@ SPECS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         "flows.train:train_flow",
         "retrain-weekly",
-        "Retrain and gate both tasks every Monday 03:00; `task` (current | next_year | all) and "
-        "`min_recall` (empty = PASSOS_GATE_MIN_RECALL) can be changed per run.",
+        "Retrain and gate both tasks every Monday 03:00; `task` (current | next_year | all) can be changed "
+        "per run. The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, the same for every "
+        "run. A rejection ends the run in the red state Rejected.",
         cron="0 3 * * 1",
-        parameters={"task": "all", "min_recall": None},
+        parameters={"task": "all"},
     ),
     DeploymentSpec(
         "flows.drift:drift_flow",
         "drift-daily",
-        "Compare the latest year and the prediction log with each champion's training data, daily at 05:30.",
+        "Daily at 05:30, check whatever is new (a year the champion has not seen, enough new predictions) "
+        "against each champion's training data; skips when nothing is new. An alarm ends the run in the red "
+        "state RetrainRecommended.",
         cron="30 5 * * *",
         parameters={"task": "all"},
     ),

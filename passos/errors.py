@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 
 class PassosError(Exception):
     """Base class of the project's own errors."""
@@ -30,3 +32,15 @@ class ModelNotFoundError(PassosError):
 
 class ModelInvalidError(PassosError):
     """A model file that cannot be loaded or fails its checks."""
+
+
+class ExitCode(IntEnum):
+    """The ``passos`` command's exit codes (README "Operating it", docs/operating.md)."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug: a traceback is allowed
+    USAGE = 2  # a bad option value or a path that does not exist
+    INPUT_FAILED = 3  # some input failed while the rest loaded
+    WAREHOUSE_BUSY = 4  # another process holds the warehouse for writing
+    GATE_REJECTED = 10  # the recall gate rejected a candidate (`passos train`)
+    RETRAIN_RECOMMENDED = 11  # drift says "retrain recommended" (`passos drift`)
