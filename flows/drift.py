@@ -135,7 +135,10 @@ def record_task(settings: Settings, row: dict[str, Any]) -> None:
 
 
 def _rows_sha(frame: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(frame.sort_index(axis=1), index=False).to_numpy()
+    """A fingerprint of the rows, whatever order the view returned them in."""
+    keys = [column for column in ("ra", "year") if column in frame.columns]
+    ordered = frame.sort_values(keys) if keys else frame
+    hashed = pd.util.hash_pandas_object(ordered.sort_index(axis=1), index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 

@@ -104,7 +104,7 @@ def test_a_shift_in_a_feature_the_model_relies_on_is_loud_and_named(
 
 def test_a_feature_the_model_ignores_only_leads_to_watch(model_and_data: tuple[object, pd.DataFrame]) -> None:
     model, frame = model_and_data
-    importance = {name: 0.0 for name in importance_of(model)} | {"ida": 0.5, "idade_menos_fase": 0.5}
+    importance = dict.fromkeys(importance_of(model), 0.0) | {"ida": 0.5, "idade_menos_fase": 0.5}
     new_year = make_feature_frame("current", years=(2025,), n_per_year=400, seed=8)
     new_year["ipv"] = np.clip(new_year["ipv"] - 3.0, 0, 10)
     outcome = check(
@@ -164,9 +164,7 @@ def test_rows_the_champion_was_fitted_on_are_no_new_data(model_and_data: tuple[o
     model, frame = model_and_data
     shifted = frame.copy()
     shifted["ida"] = 0.0  # would be a huge shift; but the champion has seen these rows
-    outcome = check(
-        model, frame, shifted, task="current", thresholds=THRESHOLDS, champion_recall=0.9, in_sample=True
-    )
+    outcome = check(model, frame, shifted, task="current", thresholds=THRESHOLDS, champion_recall=0.9, in_sample=True)
     assert outcome.verdict == NO_NEW_DATA and outcome.signals == [] and outcome.result is None
     with pytest.raises(ValueError, match="current frame is empty"):
         check(model, frame, frame.iloc[:0], task="current", thresholds=THRESHOLDS, champion_recall=None)
