@@ -87,7 +87,7 @@ smoke() {
     log "pipeline: passos run on $DATA (read-only, --network none)"
     docker run --rm --network none \
         -v "$VOLUME:/var/lib/passos" -v "$DATA:/data:ro" \
-        -e PASSOS_GATE_MIN_RECALL=0.75 -e PASSOS_GATE_MIN_PRECISION=0.4 \
+        -e PASSOS_GATE_MIN_RECALL_CURRENT=0.75 -e PASSOS_GATE_MIN_RECALL_NEXT_YEAR=0.75 -e PASSOS_GATE_MIN_PRECISION=0.4 \
         "$IMAGE" passos run >&2 || fail "passos run failed"
     log "ok: pipeline in $(( $(date +%s) - started )) s"
 
