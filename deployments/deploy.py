@@ -21,8 +21,10 @@ Two choices matter to ops:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -35,6 +37,7 @@ from passos.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 TAGS = ["passos"]
+ALARMS = Path(__file__).with_name("alarms.yaml")
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,39 @@ def register_on_work_pool(work_pool: str, settings: Settings | None = None) -> l
     return list(ids)
 
 
-def main(settings: Settings | None = None, *, work_pool: str | None = None) -> None:
-    """Serve the deployments until interrupted (Ctrl-C or SIGTERM), or register them on ``work_pool`` and return."""
+def create_alarm_automation(block: str) -> UUID:
+    """Create the ``passos-alarms`` automation (``deployments/alarms.yaml``), replacing one of that name.
+
+    It notifies through ``block``, a saved Prefect notification block named
+    ``<block-type-slug>/<name>`` (e.g. ``slack-webhook/ops`` or ``custom-webhook/ops``), whenever a
+    flow run ends in a FAILED- or CRASHED-type state: Rejected, RetrainRecommended, Failed, Crashed.
+
+    Returns:
+        The automation's id.
+    """
+    import yaml
+    from prefect.automations import Automation
+    from prefect.blocks.core import Block
+
+    spec = yaml.safe_load(ALARMS.read_text(encoding="utf-8"))
+    loaded = cast(Block, Block.load(block))
+    spec["actions"][0]["block_document_id"] = str(loaded._block_document_id)
+    with contextlib.suppress(ValueError):  # ValueError: none of that name yet
+        cast(Automation, Automation.read(name=spec["name"])).delete()
+    automation = cast(Automation, Automation.model_validate(spec).create())
+    assert automation.id is not None
+    logger.info("automation %r notifies %s on Rejected, RetrainRecommended, Failed, Crashed", spec["name"], block)
+    return automation.id
+
+
+def main(settings: Settings | None = None, *, work_pool: str | None = None, alarm_block: str | None = None) -> None:
+    """Serve the deployments until interrupted (Ctrl-C or SIGTERM), or register them on ``work_pool`` and return.
+
+    With ``alarm_block``, first create the ``passos-alarms`` automation notifying through it.
+    """
     settings = settings or get_settings()
+    if alarm_block:
+        create_alarm_automation(alarm_block)
     if work_pool:
         register_on_work_pool(work_pool, settings)
         return

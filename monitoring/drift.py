@@ -15,12 +15,15 @@ What a check does, in order (model-centric signals first):
 Each PSI is judged against a threshold **calibrated** on the data itself, not a fixed rule of
 thumb. The null hypothesis is "a new year that differs from the reference no more than the
 training years differ from one another": each resample draws as many rows as the current frame
-from one training year and compares them with the other training years (with a single training
-year, a plain bootstrap of it). From those resamples, one common quantile level is chosen so
-that, over the monitored signals together (score PSI, weighted PSI, and every feature the model
-relies on), the chance that an unchanged year crosses any threshold is ``false_alarm_rate``
-(a max-statistic calibration, so the rate holds for the verdict, not per feature). A signal
-must also be material (PSI at least 0.1) to count.
+from one training year and compares them with the other training years, and again with all of
+them on the real check's bins (with a single training year, a plain bootstrap of it); the larger
+of the two thresholds is used. From those resamples, one common quantile level is chosen so
+that, over the monitored signals together (score PSI, weighted PSI, and every feature carrying
+at least ``min_importance`` of the model's importance), the chance that an unchanged year
+crosses any threshold is ``false_alarm_rate`` (a max-statistic calibration, so the rate holds
+for the verdict, not per feature). The other features form a family of their own, calibrated
+the same way; they only ever lead to ``watch``. A signal must also be material (PSI at least
+0.1) to count.
 
 Verdicts: ``retrain recommended`` (a monitored signal crossed its threshold, or recall fell),
 ``watch`` (a signal crossed the looser threshold calibrated to ten times the false-alarm rate,
@@ -255,15 +258,23 @@ def _psi_columns(reference: pd.DataFrame, current: pd.DataFrame, columns: list[t
 
 
 def _null_psi(
-    reference: pd.DataFrame, columns: list[tuple[str, bool]], n: int, thresholds: Thresholds
+    reference: pd.DataFrame, columns: list[tuple[str, bool]], n: int, thresholds: Thresholds, *, pooled: bool
 ) -> tuple[np.ndarray, str]:
-    """PSI of each column for resampled "unchanged" years of ``n`` rows: (resamples x columns), method."""
-    rng = np.random.default_rng(thresholds.seed)
+    """PSI of each column for resampled "unchanged" years of ``n`` rows: (resamples x columns), method.
+
+    Each resample draws ``n`` rows from one training year. ``pooled=False`` compares it with the
+    other training years (a year the pool has not seen: the year-to-year variation);
+    ``pooled=True`` with every training year, on the very bins the real check uses.
+    """
+    rng = np.random.default_rng(thresholds.seed + int(pooled))
     years = sorted(int(y) for y in reference["year"].dropna().unique()) if "year" in reference else []
     pairs: list[tuple[pd.DataFrame, pd.DataFrame]]
     if len(years) >= 2:
-        pairs = [(reference.loc[reference["year"] != y], reference.loc[reference["year"] == y]) for y in years]
-        method = f"resampled years {', '.join(map(str, years))}, each against the others"
+        pairs = [
+            (reference if pooled else reference.loc[reference["year"] != y], reference.loc[reference["year"] == y])
+            for y in years
+        ]
+        method = f"resampled years {', '.join(map(str, years))}, each against the others and against all"
     else:
         pairs = [(reference, reference)]
         method = "bootstrap of the single reference year"
@@ -281,6 +292,20 @@ def _null_psi(
     return np.vstack(blocks), method
 
 
+def _thresholds(
+    null: np.ndarray, monitored: np.ndarray, alpha: float, alpha_watch: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Alarm and watch thresholds per column: family-wise over the monitored columns, and
+    separately over the others (which only ever lead to ``watch``, at the alarm's rate)."""
+    alarm = _calibrate(null, monitored, alpha)
+    watch = _calibrate(null, monitored, alpha_watch)
+    if (~monitored).any():
+        others = _calibrate(null, ~monitored, alpha)
+        alarm = np.where(monitored, alarm, others)
+        watch = np.where(monitored, watch, others)
+    return alarm, watch
+
+
 def _calibrate(null: np.ndarray, monitored: np.ndarray, alpha: float) -> np.ndarray:
     """Per-column thresholds at one common quantile level, family-wise ``alpha`` over ``monitored``.
 
@@ -289,7 +314,8 @@ def _calibrate(null: np.ndarray, monitored: np.ndarray, alpha: float) -> np.ndar
     """
     draws = null.shape[0]
     ranks = (np.argsort(np.argsort(null, axis=0), axis=0) + 1) / draws
-    worst = ranks[:, monitored].max(axis=1) if monitored.any() else ranks.max(axis=1)
+    chosen = np.asarray(monitored, dtype=bool)
+    worst = ranks[:, chosen].max(axis=1) if chosen.any() else ranks.max(axis=1)
     level = float(np.quantile(worst, 1.0 - alpha, method="higher"))
     return np.quantile(null, level, axis=0, method="higher")
 
@@ -369,14 +395,20 @@ def check(
         cur["risk_score"] = model.predict_proba(encode_frame(cur, task))
     columns = [("risk_score", True), *[(s.name, s.kind == "numeric") for s in specs]]
     now = _psi_columns(ref, cur, columns)
-    null, method = _null_psi(ref, columns, len(cur), thresholds)
     w = np.array([weights.get(name, 0.0) for name in names])
-    # append the weighted sum as a column of its own, now and under the null
-    now = np.append(now, float(np.dot(now[1:], w)))
-    null = np.column_stack([null, null[:, 1:] @ w])
     monitored = np.array([True, *(w >= thresholds.min_importance), True])
-    alarm = _calibrate(null, monitored, thresholds.false_alarm_rate)
-    watch = _calibrate(null, monitored, min(0.5, 10 * thresholds.false_alarm_rate))
+    # the weighted sum is a column of its own, now and under the null
+    now = np.append(now, float(np.dot(now[1:], w)))
+    alpha, alpha_watch = thresholds.false_alarm_rate, min(0.5, 10 * thresholds.false_alarm_rate)
+    alarm = watch = np.zeros_like(now)
+    method = ""
+    # Both nulls, the larger threshold wins: a new year is compared with a pool it is not part of
+    # (the leave-one-year-out null) on the pooled bins (the pooled null).
+    for pooled in (False, True):
+        null, method = _null_psi(ref, columns, len(cur), thresholds, pooled=pooled)
+        null = np.column_stack([null, null[:, 1:] @ w])
+        year_alarm, year_watch = _thresholds(null, monitored, alpha, alpha_watch)
+        alarm, watch = np.maximum(alarm, year_alarm), np.maximum(watch, year_watch)
 
     signals = [Signal(SCORE, "score", float(now[0]), float(alarm[0]), float(watch[0]))]
     for j, name in enumerate(names, start=1):
@@ -450,7 +482,7 @@ def check(
             "method": method,
             "false_alarm_rate": thresholds.false_alarm_rate,
             "watch_rate": min(0.5, 10 * thresholds.false_alarm_rate),
-            "resamples": int(null.shape[0]),
+            "resamples": thresholds.resamples,
             "min_importance": thresholds.min_importance,
             "new_labels": new_labels,
             "material_psi": PSI_MODERATE,

@@ -404,12 +404,19 @@ def deploy(
         str | None,
         typer.Option(help="Register on this process work pool and exit (its workers run the flows)."),
     ] = None,
+    alarm_block: Annotated[
+        str | None,
+        typer.Option(
+            help="Notify through this Prefect notification block (slug/name, e.g. slack-webhook/ops) when a run "
+            "ends Rejected, RetrainRecommended, Failed or Crashed (deployments/alarms.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Register the Prefect deployments and serve them until Ctrl-C, or put them on a work pool (PREFECT_API_URL)."""
     from deployments.deploy import main as deploy_main
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API call otherwise
-    deploy_main(work_pool=work_pool)
+    deploy_main(work_pool=work_pool, alarm_block=alarm_block)
 
 
 if __name__ == "__main__":

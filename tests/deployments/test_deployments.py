@@ -64,7 +64,38 @@ def test_every_deployment_is_defined_with_its_schedule_and_parameters(settings: 
 def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     prefect_server: dict[str, Any], real_data: Path
 ) -> None:
-    """`passos train` against a real Prefect server: exit 10, a FAILED-type `Rejected` run, our logs in it."""
+    """`passos train` against a real Prefect server: exit 10, a FAILED-type `Rejected` run, our logs in it,
+    and the documented automation (deployments/alarms.yaml) posts the alarm to a webhook."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.deploy import create_alarm_automation
+
+    received: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Thread(target=hook.serve_forever, daemon=True).start()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+        CustomWebhookNotificationBlock(
+            name="ops",
+            url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+            json_data={"text": "{{subject}}\n{{body}}"},
+        ).save("passos-ops", overwrite=True)
+        create_alarm_automation("custom-webhook/passos-ops")
+
     env = prefect_server["env"] | {
         "PASSOS_HOME": str(prefect_server["root"] / "rejection-home"),
         "PASSOS_GATE_MIN_RECALL_CURRENT": "1.0",  # nothing reaches it
@@ -90,6 +121,13 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     names = {entry["name"] for entry in logs}
     assert any(e["name"] == "modeling.registry" and "saved model" in e["message"] for e in logs), names
     assert not any(name.startswith(("httpx", "httpcore")) for name in names), names
+
+    deadline = time.monotonic() + 90  # the server's trigger and action services work asynchronously
+    while not received and time.monotonic() < deadline:
+        time.sleep(1)
+    hook.shutdown()
+    assert received, "the passos-alarms automation did not notify"
+    assert "ended in Rejected" in received[0]["text"] and "gate rejected" in received[0]["text"], received
 
 
 def free_port() -> int:
