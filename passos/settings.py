@@ -57,7 +57,6 @@ class Settings(BaseSettings):
 
     # drift
     drift_share_threshold: float = Field(default=0.30, ge=0.0, le=1.0)
-    drift_psi_threshold: float = Field(default=0.20, ge=0.0)
     drift_recall_drop: float = Field(default=0.05, ge=0.0, le=1.0)
     drift_trigger_retrain: bool = False
     drift_false_alarm_rate: float = Field(
