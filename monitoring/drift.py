@@ -143,7 +143,13 @@ class DriftCheck:
 
 
 def fit_years(metadata: dict[str, Any]) -> list[int]:
-    """The years the champion was fitted on (all labelled years when it was refitted)."""
+    """The years the champion was fitted on (all labelled years when it was refitted).
+
+    The metadata's ``fit_years`` when the training run recorded it; otherwise derived from
+    ``train_years``, ``test_year`` and ``served_model`` (versions trained before it existed).
+    """
+    if metadata.get("fit_years"):
+        return sorted({int(y) for y in metadata["fit_years"]})
     years = list(metadata.get("train_years") or [])
     if metadata.get("served_model") == "refit_all_years" and metadata.get("test_year") is not None:
         years.append(int(metadata["test_year"]))

@@ -66,10 +66,21 @@ def test_by_group_recall_and_unknown_labels() -> None:
         "recall": 0.5,
         "precision": 1.0,
         "false_negative_rate": 0.5,
+        "recall_ci_low": pytest.approx(0.0945, abs=1e-4),  # Wilson 95 % for 1 of 2
+        "recall_ci_high": pytest.approx(0.9055, abs=1e-4),
+        "judgeable": False,  # fewer than 30 students behind
     }
     assert table["genero"]["M"]["recall"] == 1.0
     assert table["genero"]["unknown"]["n"] == 2
     assert list(table["fase"]) == ["1"]
+
+
+def test_a_group_with_enough_positives_is_judged_with_an_interval() -> None:
+    y = np.ones(40)
+    score = np.r_[np.full(36, 0.9), np.full(4, 0.1)]
+    row = evaluate(y, score, 0.5, groups={"fase": np.zeros(40)})["by_group"]["fase"]["0"]
+    assert row["judgeable"] is True and row["recall"] == 0.9
+    assert 0.76 < row["recall_ci_low"] < 0.9 < row["recall_ci_high"] < 0.97
 
 
 def test_single_class_and_no_alerts_do_not_crash() -> None:
@@ -99,3 +110,17 @@ def test_bad_inputs_are_named(y: np.ndarray, score: np.ndarray, message: str) ->
 def test_group_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="group labels"):
         evaluate(np.array([0.0, 1.0]), np.array([0.1, 0.9]), 0.5, groups={"g": np.array(["a"])})
+
+
+def test_bootstrap_intervals_cover_the_point_estimate() -> None:
+    from modeling.evaluation import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.4).astype(float)
+    score = y * 0.3 + rng.random(500) * 0.7
+    point = evaluate(y, score, 0.6)
+    boot = bootstrap_intervals(y, score, 0.6, resamples=300)
+    for name in ("recall", "precision", "roc_auc"):
+        low, high = boot[name]  # type: ignore[misc]
+        assert low < point[name] < high and high - low < 0.2
+    assert bootstrap_intervals(np.zeros(10), np.linspace(0, 1, 10), 0.5, resamples=50)["recall"] is None

@@ -187,6 +187,7 @@ def test_fit_years_and_log_frames(model_and_data: tuple[object, pd.DataFrame]) -
         2024,
     ]
     assert fit_years({"train_years": [2022], "test_year": 2023, "served_model": "out_of_time"}) == [2022]
+    assert fit_years({"fit_years": [2023, 2022], "train_years": [2022]}) == [2022, 2023]
     logged = pd.DataFrame(
         {"fase": [3, 4], "idade": [12, np.nan], "genero": ["F", None], "iaa": [7.0, 8.0], "risk_score": [0.2, 0.8]}
     )
