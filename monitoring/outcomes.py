@@ -2,7 +2,8 @@
 
 The rows come from the warehouse view ``outcomes`` (``warehouse/sql/outcomes.sql``): one row
 per scored student whose truth is now known. A warning is ``risk_label == "high"``; a student
-the model did not warn who fell behind is *missed*. Only ids (``ra``) are listed, never names.
+the model did not warn who fell behind is *missed*, whether it said ``low`` or ``unknown`` (no
+warning reached anyone either way). Only ids (``ra``) are listed, never names.
 """
 
 from __future__ import annotations
