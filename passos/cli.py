@@ -36,6 +36,9 @@ class TaskOption(StrEnum):
 
 
 WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift"})
+# Commands that run Prefect flows: without PREFECT_API_URL they get a temporary Prefect server,
+# started up front with a watchdog so that it never outlives the command (passos/server_guard.py).
+FLOW_COMMANDS = frozenset({"ingest", "train", "score", "run", "drift", "batch-score"})
 
 
 @app.callback()
@@ -52,6 +55,10 @@ def main(
         except PermissionError as error:
             typer.secho(f"error: {error}", fg="red", err=True)
             raise typer.Exit(2) from None
+    if ctx.invoked_subcommand in FLOW_COMMANDS and "--help" not in ctx.args:
+        from passos.server_guard import start_guarded_server
+
+        start_guarded_server()
 
 
 @app.command()
@@ -88,7 +95,9 @@ def sql(
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     if output_format == "csv":
-        typer.echo(frame.to_csv(index=False), nl=False)
+        from passos.safe_csv import write_csv
+
+        typer.echo(write_csv(frame), nl=False)
     elif output_format == "json":
         typer.echo(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     else:
