@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 app = typer.Typer(
     help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
@@ -21,6 +25,14 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+class TaskOption(StrEnum):
+    """The tasks a command can run for (a misspelt one is a usage error, exit 2)."""
+
+    current = "current"
+    next_year = "next_year"
+    all = "all"
 
 
 WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift"})
@@ -100,15 +112,30 @@ def sql(
 @app.command()
 def run(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Input folder (default PASSOS_DATA_DIR).")] = None,
-    min_recall: Annotated[
-        float | None, typer.Option(help="The gate's minimum recall for this run (default PASSOS_GATE_MIN_RECALL).")
-    ] = None,
 ) -> None:
-    """The whole pipeline: ingest, train both tasks, score the latest year, drift report."""
+    """The whole pipeline: ingest, train both tasks, score the latest year, drift report.
+
+    The gate uses PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, as every other run does.
+    Exits 10 when the gate rejected a candidate, 11 when drift recommends retraining.
+    """
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(data_dir=str(data_dir) if data_dir else None, min_recall=min_recall)
+    state = cast("State[Any]", pipeline_flow(data_dir=str(data_dir) if data_dir else None, return_state=True))
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
     typer.echo(json.dumps(result, indent=2, default=str))
+    _exit_for_state(state)
+
+
+def _exit_for_state(state: State[Any]) -> None:
+    """Exit with the contract's code for the states that are verdicts, not crashes."""
+    from passos.errors import ExitCode
+
+    codes = {"Rejected": ExitCode.GATE_REJECTED, "RetrainRecommended": ExitCode.RETRAIN_RECOMMENDED}
+    if state.is_failed() and state.name in codes:
+        typer.secho(f"{state.name}: {state.message}", fg="red", err=True)
+        raise typer.Exit(int(codes[state.name]))
 
 
 def _print_rows(rows: list[dict[str, object]], columns: list[str]) -> None:
@@ -144,14 +171,20 @@ def serve(
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
-    min_recall: Annotated[float | None, typer.Option(help="Override PASSOS_GATE_MIN_RECALL for this run.")] = None,
+    task: Annotated[TaskOption, typer.Option(help="current | next_year | all")] = TaskOption.all,
 ) -> None:
-    """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
+    """Train, evaluate out of time, gate and register a model per task (a Prefect flow).
+
+    The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR. Exits 10 when the
+    gate rejected a candidate (the champion is unchanged).
+    """
     from flows.train import train_flow
 
-    result = cast("list[dict[str, Any]]", train_flow(task=task, min_recall=min_recall))
-    for row in result:
+    state = cast("State[Any]", train_flow(task=task.value, return_state=True))
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    for row in cast("list[dict[str, Any]]", result):
         verdict = "ACCEPTED" if row["accepted"] else "REJECTED"
         typer.echo(
             f"{row['task']}: {row['version']} ({row['kind']}, {row['protocol']}) {verdict}"
@@ -160,6 +193,7 @@ def train(
         )
         for reason in row["reasons"]:
             typer.echo(f"  - {reason}")
+    _exit_for_state(state)
 
 
 @app.command()
@@ -177,15 +211,87 @@ def score(
 
 @app.command()
 def drift(
-    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
+    task: Annotated[TaskOption, typer.Option(help="current | next_year | all")] = TaskOption.all,
     year: Annotated[int | None, typer.Option(help="Year to check (default: the latest).")] = None,
-    window_days: Annotated[int, typer.Option(help="Days of the prediction log to check.")] = 30,
+    window_days: Annotated[int, typer.Option(help="Days of the prediction log to check.", min=1)] = 30,
+    force: Annotated[bool, typer.Option(help="Check even when nothing is new since the last check.")] = False,
 ) -> None:
-    """Drift reports: the latest year and the prediction log against each champion's training data."""
+    """Drift: a year or predictions the champion has not seen, against its training data.
+
+    Verdicts: stable, watch, retrain recommended (exit 11), or no new data since training.
+    """
     from flows.drift import drift_flow
 
-    result = drift_flow(task=task, year=year, window_days=window_days)
+    state = cast(
+        "State[Any]", drift_flow(task=task.value, year=year, window_days=window_days, force=force, return_state=True)
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
     typer.echo(json.dumps(result, indent=2, default=str))
+    if state.name == "NothingNew":
+        typer.echo(state.message)
+    _exit_for_state(state)
+
+
+@app.command()
+def outcomes(
+    task: Annotated[TaskOption, typer.Option(help="current | next_year | all")] = TaskOption.all,
+    year: Annotated[int | None, typer.Option(help="Only warnings issued on this year.")] = None,
+    missed: Annotated[bool, typer.Option(help="List the ids of the students behind who were not warned.")] = True,
+) -> None:
+    """How earlier warnings turned out: realised recall, precision and missed ids per model version."""
+    import duckdb
+
+    from modeling.registry import Registry
+    from monitoring.drift import fit_years
+    from monitoring.outcomes import fmt_share, summarise
+    from passos.errors import ExitCode, PassosError
+    from passos.settings import get_settings
+    from warehouse.connection import connect
+
+    settings = get_settings()
+    try:
+        with connect(settings, read_only=True) as con:
+            rows = con.execute("select * from outcomes").df()
+    except (duckdb.Error, FileNotFoundError) as error:
+        typer.secho(f"error: {error} (run `passos ingest` and `passos score` first)", fg="red", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    if task.value != "all":
+        rows = rows.loc[rows["task"] == task.value]
+    if year is not None:
+        rows = rows.loc[rows["year"] == year]
+    registry = Registry.from_settings(settings)
+    known: dict[str, list[int]] = {}
+    for (task_name, version), _ in rows.groupby(["task", "model_version"]):
+        try:
+            known[str(version)] = fit_years(registry.metadata(str(task_name), str(version)))
+        except (PassosError, OSError, ValueError):
+            continue
+    summaries = summarise(rows, known)
+    if not summaries:
+        typer.echo("no scored student's outcome is known yet: score a year (`passos score`), then ingest the next")
+        return
+    table = [
+        {
+            "task": item.task,
+            "year": item.year,
+            "model_version": item.model_version,
+            "students": item.students,
+            "behind": item.behind,
+            "warned": item.warned,
+            "recall": fmt_share(item.recall),
+            "precision": fmt_share(item.precision),
+            "missed": len(item.missed),
+            "figures": {True: "in-sample", False: "out of sample", None: "unknown"}[item.in_sample],
+        }
+        for item in summaries
+    ]
+    _print_rows(table, list(table[0]))
+    if missed:
+        for item in summaries:
+            if item.missed:
+                typer.echo(f"missed, {item.task} {item.year} {item.model_version}: {', '.join(item.missed)}")
 
 
 def _registry():
@@ -341,12 +447,19 @@ def deploy(
         str | None,
         typer.Option(help="Register on this process work pool and exit (its workers run the flows)."),
     ] = None,
+    alarm_block: Annotated[
+        str | None,
+        typer.Option(
+            help="Notify through this Prefect notification block (slug/name, e.g. slack-webhook/ops) when a run "
+            "ends Rejected, RetrainRecommended, Failed or Crashed (deployments/alarms.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Register the Prefect deployments and serve them until Ctrl-C, or put them on a work pool (PREFECT_API_URL)."""
     from deployments.deploy import main as deploy_main
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API call otherwise
-    deploy_main(work_pool=work_pool)
+    deploy_main(work_pool=work_pool, alarm_block=alarm_block)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,6 @@ smoke() {
     # average 10 on 2 cores here) it took longer and the run failed before any flow started.
     docker run --rm --network none \
         -v "$VOLUME:/var/lib/passos" -v "$DATA:/data:ro" \
-        -e PASSOS_GATE_MIN_RECALL=0.75 -e PASSOS_GATE_MIN_PRECISION=0.4 \
         -e PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
         "$IMAGE" passos run >&2 || fail "passos run failed"
     log "ok: pipeline in $(( $(date +%s) - started )) s"

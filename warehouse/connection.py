@@ -16,7 +16,7 @@ from passos.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year")
+SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year", "outcomes")
 
 
 def sql(name: str) -> str:

@@ -84,4 +84,5 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
     ),
     "features_current": ("ra", "year", *feature_names("current"), "target"),
     "features_next_year": ("ra", "year", *feature_names("next_year"), "target"),
+    "outcomes": ("task", "year", "ra", "model_version", "risk_label", "risk_score", "behind"),
 }
