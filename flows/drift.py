@@ -14,6 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Completed
 
 from features.featuresets import TASKS
+from flows.refresh import refresh_analytics_task
 from modeling.registry import Registry
 from monitoring.drift import DriftCheck, Thresholds, check, fit_years, frame_from_log
 from monitoring.evidently_adapter import write_report
@@ -143,6 +144,7 @@ def drift_flow(
             record_task(settings, row)
             rows.append(row)
             logger.info("%s vs %s: %s %s", name, label, outcome.verdict, outcome.reasons)
+    refresh_analytics_task(settings)
     index = write_index(settings.reports_dir, scan_entries(settings.reports_dir))
     create_markdown_artifact(key="drift-verdicts", markdown=_markdown(rows), description="Drift verdicts")
     create_link_artifact(key="drift-index", link=index.as_uri(), description="All drift reports")

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
+from flows.refresh import refresh_analytics_task
 from modeling.card import write_card
 from modeling.evaluation import evaluate
 from modeling.gate import Verdict, evaluate_gate
@@ -224,6 +225,7 @@ def train_flow(task: str = "all", min_recall: float | None = None) -> Any:
         logger.info("%s", outcome)
         outcomes.append(outcome)
     sync_registry_task(settings)
+    refresh_analytics_task(settings)
     create_markdown_artifact(key="train-verdicts", markdown=_markdown(outcomes), description="Recall gate verdicts")
     rejected = sorted(o["task"] for o in outcomes if not o["accepted"])
     if rejected:

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The ``passos`` command's exit codes (README "Operating it", docs/operating.md)."""
+
+    OK = 0
+    BUG = 1  # an unexpected error: the traceback is printed
+    USAGE = 2  # a bad option value, a path that does not exist, a precondition not met
+    INPUT_FAILED = 3  # some input failed (a source did not load while others did)
+    WAREHOUSE_BUSY = 4  # another process holds the warehouse for writing
+    GATE_REJECTED = 10  # `passos train`: the gate rejected a candidate
+    RETRAIN_RECOMMENDED = 11  # `passos drift`: the verdict is "retrain recommended"
+
 
 class PassosError(Exception):
     """Base class of the project's own errors."""
