@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
@@ -24,14 +24,14 @@ log = logging.getLogger("passos.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class TaskName(str, Enum):
+class TaskName(StrEnum):
     """A prediction task."""
 
     current = "current"
     next_year = "next_year"
 
 
-class TaskOrAll(str, Enum):
+class TaskOrAll(StrEnum):
     """A prediction task, or both."""
 
     current = "current"
@@ -39,7 +39,7 @@ class TaskOrAll(str, Enum):
     all = "all"
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """How ``passos sql`` prints its result."""
 
     table = "table"
@@ -86,7 +86,7 @@ def handle_errors(command: F) -> F:
 class _Typer(typer.Typer):
     """A Typer app whose every command is wrapped by :func:`handle_errors`."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
         register = super().command(*args, **kwargs)
 
         def decorator(function: F) -> F:
@@ -96,9 +96,7 @@ class _Typer(typer.Typer):
         return decorator
 
 
-app = _Typer(
-    help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
-)
+app = _Typer(help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True)
 models_app = _Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
@@ -307,7 +305,9 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
-    progress(f"train {task.value}: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)")
+    progress(
+        f"train {task.value}: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
+    )
     from flows.train import train_flow
 
     configure_prefect_logging()

@@ -64,6 +64,10 @@ def connect(
         if not read_only:
             for name in SCHEMA_FILES:
                 con.execute(sql(name))
+            if not con.execute(
+                "select 1 from duckdb_tables() where database_name = current_database() and table_name = 'features'"
+            ).fetchall():
+                con.execute(sql("features"))  # materialised once here; rebuilt by warehouse/analytics.py
             # `create or replace view` drops a view's comments: put them back every time.
             apply_comments(con)
         yield con

@@ -35,9 +35,7 @@ class Descriptions:
 
     def column(self, table: str, column: str) -> str | None:
         """A column's description: its table's entry, else the shared entry, else the feature's."""
-        return (
-            self.table_columns.get(table, {}).get(column) or self.columns.get(column) or self.features.get(column)
-        )
+        return self.table_columns.get(table, {}).get(column) or self.columns.get(column) or self.features.get(column)
 
 
 @lru_cache(maxsize=1)

@@ -51,7 +51,7 @@ worded as (
             coalesce(g.words, i.item.feature) || ' = ' || case
                 when i.item.value is null or json_type(i.item.value) = 'NULL' then 'unknown'
                 when json_type(i.item.value) = 'VARCHAR' then i.item.value ->> '$'
-                else round(i.item.value::double, 2)::varchar
+                else round(try_cast(i.item.value as double), 2)::varchar
             end,
             '; '
             order by i.position
