@@ -73,6 +73,9 @@ def _ident(name: str) -> str:
 def apply_comments(con: duckdb.DuckDBPyConnection, *, catalog: str | None = None) -> list[str]:
     """``COMMENT ON`` every table, view and column of ``catalog`` (default: the current database).
 
+    Only comments that differ from the described text are written, in one transaction (each
+    statement costs about 2 ms, and `create or replace view` drops a view's comments).
+
     Returns:
         ``table`` or ``table.column`` for every object left without a description (empty when
         all are described); they keep no comment rather than a made-up one.
@@ -81,27 +84,37 @@ def apply_comments(con: duckdb.DuckDBPyConnection, *, catalog: str | None = None
     catalog = catalog or con.execute("select current_database()").fetchall()[0][0]
     prefix = f"{_ident(catalog)}.main."
     objects = con.execute(
-        "select table_name, table_type from information_schema.tables "
-        "where table_catalog = ? and table_schema = 'main' order by table_name",
+        "select table_name, 'table', comment from duckdb_tables() where database_name = ? and schema_name = 'main' "
+        "union all select view_name, 'view', comment from duckdb_views() "
+        "where database_name = ? and schema_name = 'main' and not internal order by 1",
+        [catalog, catalog],
+    ).fetchall()
+    columns = con.execute(
+        "select table_name, column_name, comment from duckdb_columns() "
+        "where database_name = ? and schema_name = 'main' order by table_name, column_index",
         [catalog],
     ).fetchall()
     missing: list[str] = []
-    for table, table_type in objects:
-        kind = "view" if table_type == "VIEW" else "table"
+    statements: list[str] = []
+    for table, kind, current in objects:
         text = descriptions.table(table)
         if text is None:
             missing.append(table)
-        else:
-            con.execute(f"comment on {kind} {prefix}{_ident(table)} is {_quote(text)}")
-        columns = con.execute(
-            "select column_name from information_schema.columns "
-            "where table_catalog = ? and table_schema = 'main' and table_name = ? order by ordinal_position",
-            [catalog, table],
-        ).fetchall()
-        for (column,) in columns:
-            text = descriptions.column(table, column)
-            if text is None:
-                missing.append(f"{table}.{column}")
-                continue
-            con.execute(f"comment on column {prefix}{_ident(table)}.{_ident(column)} is {_quote(text)}")
-    return missing
+        elif text != current:
+            statements.append(f"comment on {kind} {prefix}{_ident(table)} is {_quote(text)}")
+    for table, column, current in columns:
+        text = descriptions.column(table, column)
+        if text is None:
+            missing.append(f"{table}.{column}")
+        elif text != current:
+            statements.append(f"comment on column {prefix}{_ident(table)}.{_ident(column)} is {_quote(text)}")
+    if statements:
+        con.execute("begin transaction")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    return sorted(missing)
