@@ -76,7 +76,7 @@ def handle_errors(command: F) -> F:
         except WarehouseBusyError as error:
             log.debug("warehouse busy", exc_info=True)
             raise fail(f"{error} (try again when the other run has finished)", ExitCode.WAREHOUSE_BUSY) from None
-        except (PassosError, FileNotFoundError, PermissionError) as error:
+        except EXPECTED_ERRORS as error:
             log.debug("expected error", exc_info=True)
             raise fail(error, ExitCode.USAGE) from None
 
@@ -103,11 +103,14 @@ app.add_typer(models_app, name="models")
 _NOISY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access", "prefect.server", "alembic")
 
 
+EXPECTED_ERRORS = (PassosError, FileNotFoundError, PermissionError)
+
+
 class _NoExpectedTracebacks(logging.Filter):
     """Keep Prefect's message about a failed run but drop the traceback of an expected error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], PassosError):
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
             record.exc_info = None
             record.exc_text = None
         return True
@@ -141,11 +144,32 @@ def configure_prefect_logging() -> None:
         return
     quiet_tracebacks = _NoExpectedTracebacks()
     seen: set[int] = set()
-    for logger in (prefect, logging.getLogger("prefect.flow_runs"), logging.getLogger("prefect.task_runs")):
+    loggers = (
+        logging.getLogger(),
+        prefect,
+        logging.getLogger("prefect.flow_runs"),
+        logging.getLogger("prefect.task_runs"),
+    )
+    for logger in loggers:
         for handler in logger.handlers:
             if id(handler) not in seen:
                 seen.add(id(handler))
                 handler.addFilter(quiet_tracebacks)
+
+
+def require_warehouse() -> None:
+    """Refuse at once, before a flow and its Prefect server start, when there is no warehouse yet."""
+    from passos.settings import get_settings
+
+    path = get_settings().warehouse_path
+    if not path.exists():
+        raise fail(f"no warehouse at {path}: run `passos ingest` first", ExitCode.USAGE)
+
+
+def require_champion(task: TaskName) -> None:
+    """Refuse at once when the task has no champion to score with."""
+    if _registry().champion(task.value) is None:
+        raise fail(f"no champion for task {task.value!r}: run `passos train` first", ExitCode.USAGE)
 
 
 def progress(message: str) -> None:
@@ -305,6 +329,7 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
+    require_warehouse()
     progress(
         f"train {task.value}: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
     )
@@ -330,6 +355,8 @@ def score(
     out: Annotated[Path | None, typer.Option(dir_okay=False, help="Also write the ranked scores to this CSV.")] = None,
 ) -> None:
     """Score one year's students with the task's champion into the `risk_scores` table."""
+    require_warehouse()
+    require_champion(task)
     progress(f"score {task.value}: starting the flow")
     from flows.score import score_flow
 
@@ -345,6 +372,7 @@ def drift(
     window_days: Annotated[int, typer.Option(min=1, help="Days of the prediction log to check.")] = 30,
 ) -> None:
     """Drift reports: the latest year and the prediction log against each champion's training data."""
+    require_warehouse()
     progress(f"drift {task.value}: starting the flow")
     from flows.drift import drift_flow
 
@@ -445,6 +473,9 @@ def batch_score(
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (default PASSOS_DASK_ADDRESS).")] = None,
 ) -> None:
     """Score a Parquet file or a warehouse year in partitions into Parquet (locally or on Dask)."""
+    if source is None:
+        require_warehouse()
+    require_champion(task)
     progress(f"batch-score {task.value}: starting the flow")
     from flows.batch_score import batch_score_flow
 
