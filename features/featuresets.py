@@ -97,6 +97,26 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "next_year": _ALWAYS_FORBIDDEN | {"next_defasagem", "next_fase_ideal", "next_ian"},
 }
 
+# The fields a client sends to obtain each derived feature (the simplest way; ``idade_ref`` also
+# comes from ``data_nasc`` or ``ano_nasc`` with ``year``).
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "idade_menos_fase": ("idade", "fase"),
+    "anos_no_programa": ("ano_ingresso", "year"),
+    "idade_ref": ("idade",),
+    "fase_esperada": ("idade",),
+    "atraso_esperado": ("idade", "fase"),
+    "folga_proximo_ano": ("idade", "fase"),
+}
+
+
+def fields_to_send(features: Iterable[str]) -> list[str]:
+    """The request fields that provide ``features`` (derived features mapped to their sources)."""
+    out: set[str] = set()
+    for name in features:
+        out.update(DERIVED_FROM.get(name, (name,)))
+    return sorted(out)
+
+
 # Fields of the original design's example payload; accepted by the API for every task.
 LEGACY_PAYLOAD_FIELDS = ("inde", "iaa", "ips", "ipp", "ipv", "fase")
 

@@ -16,11 +16,15 @@ from prefect.states import Completed
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
 from flows.refresh import refresh_analytics_task
-from modeling.card import write_card
+from modeling.bundle import ModelBundle
+from modeling.card import served_sections, write_card
 from modeling.evaluation import evaluate
-from modeling.gate import Verdict, evaluate_gate
+from modeling.gate import Verdict, evaluate_gate, hold_reason
+from modeling.refit import ArtifactCheck, check_artifact, refit_on_all
 from modeling.registry import Registry
-from modeling.training import TrainingResult, refit_on_all, split_out_of_time, train_candidates
+from modeling.splits import split_out_of_time
+from modeling.training import TrainingResult, train_candidates
+from modeling.variants import DESCRIPTIONS, VARIANT_ORDER
 from monitoring.drift import fit_years
 from passos import __version__
 from passos.errors import PassosError
@@ -36,52 +40,74 @@ def read_features(settings: Settings, task_name: str) -> pd.DataFrame:
 
 
 @task
-def train_task(settings: Settings, frame: pd.DataFrame, task_name: str) -> TrainingResult:
-    """Fit the candidates on the earlier years and evaluate them on the latest (pure, in modeling/)."""
-    return train_candidates(
-        frame, task_name, recall_target=settings.recall_target, seed=settings.seed, audit_max_auc=settings.audit_max_auc
-    )
+def train_task(settings: Settings, frame: pd.DataFrame, task_name: str) -> dict[str, TrainingResult]:
+    """Fit each variant's candidates on the earlier years and evaluate them on the latest (pure, in modeling/)."""
+    return {
+        variant: train_candidates(
+            frame,
+            task_name,
+            recall_target=settings.recall_target,
+            seed=settings.seed,
+            audit_max_auc=settings.audit_max_auc,
+            variant=variant,
+        )
+        for variant in VARIANT_ORDER
+    }
 
 
 def champion_on_same_test(registry: Registry, frame: pd.DataFrame, task_name: str) -> dict[str, Any] | None:
-    """The current champion's metrics on the candidate's test year (None when there is no fair figure).
+    """The champion's metrics on the candidate's test year, with how it was judged (None: no champion).
 
     A champion refitted on all labelled years has seen the test year, so scoring it there would
     be in-sample; its own out-of-time figures on that year, recorded when it was trained, are
-    the fair comparison. A champion that never saw the test year is scored on it afresh.
+    the fair comparison. A champion that never saw the test year is scored on it afresh. When
+    neither is possible the dict holds only the champion's ``protocol`` and ``test_year``, which
+    the gate uses to hold a candidate judged by a weaker protocol.
     """
     version = registry.champion(task_name)
     split = split_out_of_time(frame)
-    if version is None or split.test is None:
+    if version is None:
         return None
     try:
         model, metadata = registry.load_checked(task_name, version)
     except PassosError:
         return None
-    if list(model.feature_names) != feature_names(task_name):
-        return None  # an older feature contract: the figures would not be comparable
+    judged = {"version": version, "protocol": metadata.get("protocol"), "test_year": metadata.get("test_year")}
+    if split.test is None or list(model.feature_names) != feature_names(task_name):
+        return judged
     if split.test_year in fit_years(metadata):
         recorded = (metadata.get("metrics") or {}).get("test")
         if metadata.get("test_year") == split.test_year and recorded:
-            return dict(recorded) | {"version": version, "source": "recorded out-of-time figures"}
-        return None
+            return judged | dict(recorded) | {"source": "recorded out-of-time figures"}
+        return judged
     y = split.test["target"].to_numpy(dtype=np.float64)
     metrics = evaluate(y, model.predict_proba(encode_frame(split.test, task_name)), float(model.threshold))
-    return metrics | {"version": version, "source": "scored on the test year"}
+    return judged | metrics | {"source": "scored on the test year"}
 
 
-@task
-def gate_task(
-    settings: Settings, result: TrainingResult, champion: dict[str, Any] | None, min_recall: float
-) -> Verdict:
-    """The recall gate on the chosen candidate's held-out figures."""
-    return evaluate_gate(
-        result.candidates[result.chosen].test_metrics,
-        champion,
+def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] | None, min_recall: float) -> Verdict:
+    """The recall gate on a variant's held-out figures; the full variant is also held against the champion."""
+    comparable = champion if champion is not None and "recall" in champion else None
+    verdict = evaluate_gate(
+        result.best.test_metrics,
+        comparable if result.variant == "full" else None,
         min_recall=min_recall,
         min_precision=settings.gate_min_precision,
         tolerance=settings.gate_tolerance,
     )
+    if result.variant == "full":
+        reason = hold_reason({"protocol": result.protocol, "test_year": result.test_year}, champion)
+        if reason is not None:
+            verdict.held, verdict.held_reason = True, reason
+    return verdict
+
+
+@task
+def gate_task(
+    settings: Settings, results: dict[str, TrainingResult], champion: dict[str, Any] | None, min_recall: float
+) -> dict[str, Verdict]:
+    """The recall gate on every variant's chosen candidate."""
+    return {variant: judge(settings, result, champion, min_recall) for variant, result in results.items()}
 
 
 def _code_version() -> str:
@@ -102,87 +128,180 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return hashlib.sha256(labelled.to_csv(index=False).encode()).hexdigest()
 
 
+def _served_variants(
+    settings: Settings,
+    frame: pd.DataFrame,
+    results: dict[str, TrainingResult],
+    verdicts: dict[str, Verdict],
+) -> tuple[dict[str, ModelBundle], dict[str, ArtifactCheck]]:
+    """Each accepted variant as it will be served (refitted on all labelled years), and its check."""
+    refit = settings.refit_on_all and results["full"].protocol == "out_of_time"
+    served: dict[str, ModelBundle] = {}
+    checks: dict[str, ArtifactCheck] = {}
+    for variant, result in results.items():
+        verdict = verdicts[variant]
+        if not verdict.accepted:
+            continue
+        bundle = (
+            refit_on_all(
+                result.best,
+                frame,
+                recall_target=settings.recall_target,
+                seed=settings.seed,
+                audit_max_auc=settings.audit_max_auc,
+            )
+            if refit
+            else result.best.bundle
+        )
+        check = check_artifact(bundle, frame, recall_target=settings.recall_target)
+        test = result.best.test_metrics
+        bundle.metadata.update(
+            gate=verdict.as_dict() | {"accepted": verdict.accepted and check.passed},
+            artifact_check=check.as_dict(),
+            out_of_time={
+                "protocol": result.protocol,
+                "test_year": result.test_year,
+                "recall": test.get("recall"),
+                "precision": test.get("precision"),
+                "roc_auc": test.get("roc_auc"),
+            },
+        )
+        served[variant], checks[variant] = bundle, check
+    return served, checks
+
+
+def _variant_summary(
+    result: TrainingResult, verdict: Verdict, bundle: ModelBundle | None, check: ArtifactCheck | None
+) -> dict[str, Any]:
+    test = result.best.test_metrics
+    served = bundle is not None and check is not None and check.passed and verdict.accepted
+    return {
+        "description": DESCRIPTIONS[result.variant],
+        "kind": result.chosen,
+        "used": list(result.best.bundle.metadata["used"]),
+        "required": list((bundle or result.best.bundle).required),
+        "served": served,
+        "threshold": None if bundle is None else bundle.threshold,
+        "out_of_time": {
+            k: test.get(k) for k in ("n", "positives", "recall", "precision", "roc_auc", "pr_auc", "brier")
+        },
+        "reliability_test_year": test.get("reliability"),
+        "gate": verdict.as_dict(),
+        "artifact_check": None if check is None else check.as_dict(),
+    }
+
+
 @task
 def register_task(
     settings: Settings,
     frame: pd.DataFrame,
-    result: TrainingResult,
-    verdict: Verdict,
+    results: dict[str, TrainingResult],
+    verdicts: dict[str, Verdict],
     champion: dict[str, Any] | None,
+    min_recall: float,
 ) -> dict[str, Any]:
-    """Save the version (refit on all labelled years when accepted), its card; promote when accepted."""
+    """Save the version (every accepted variant refitted and checked), its card; promote when accepted.
+
+    The version is accepted when the full variant passed the gate and its served artifact
+    passed :func:`modeling.refit.check_artifact`; it is promoted when, in addition, the gate did
+    not hold it for review.
+    """
     registry = Registry.from_settings(settings)
-    chosen = result.candidates[result.chosen]
-    served = chosen.bundle
-    if verdict.accepted and settings.refit_on_all and result.protocol == "out_of_time":
-        served = refit_on_all(
-            chosen,
-            frame,
-            recall_target=settings.recall_target,
-            seed=settings.seed,
-            audit_max_auc=settings.audit_max_auc,
-        )
+    full = results["full"]
+    verdict = verdicts["full"]
+    chosen = full.best
+    served, checks = _served_variants(settings, frame, results, verdicts)
+    primary = served.get("full", chosen.bundle)
+    check = checks.get("full")
+    accepted = verdict.accepted and check is not None and check.passed
+    reasons = list(verdict.reasons) + ([] if check is None else [f"artifact check: {p}" for p in check.problems])
+    primary.variants = [b for name, b in served.items() if name != "full" and b.metadata["gate"]["accepted"]]
     labelled = frame.loc[frame["target"].notna()]
-    check_input = encode_frame(labelled.head(1), result.task)[0].tolist()
-    card_facts = result.card_metadata()
+    check_input = encode_frame(labelled.head(1), full.task)[0].tolist()
+    card_facts = full.card_metadata()
+    refitted = primary.metadata.get("protocol") == "refit_all_years"
+    gate = verdict.as_dict() | {
+        "accepted": accepted,
+        "reasons": reasons,
+        "min_recall": min_recall,
+        "auto_promote": accepted and not verdict.held,
+    }
     metadata = {
-        "task": result.task,
-        "kind": served.kind,
-        "protocol": result.protocol,
-        "served_model": served.metadata.get("protocol", result.protocol),
-        "train_years": list(result.train_years),
-        "test_year": result.test_year,
-        "threshold": served.threshold,
-        "features": [asdict(spec) for spec in feature_specs(result.task)],
+        "task": full.task,
+        "kind": primary.kind,
+        "protocol": full.protocol,
+        "served_model": primary.metadata.get("protocol", full.protocol),
+        "train_years": list(full.train_years),
+        "test_year": full.test_year,
+        "fit_years": sorted(int(y) for y in labelled["year"].unique()) if refitted else list(full.train_years),
+        "threshold": primary.threshold,
+        "threshold_gap": primary.metadata.get("threshold_gap"),
+        "members": len(primary.members),
+        "fold_scheme": primary.metadata.get("fold_scheme"),
+        "features": [asdict(spec) for spec in feature_specs(full.task)],
         "metrics": {
             "test": chosen.test_metrics,
             "oof": chosen.oof_metrics,
+            "served_oof": primary.metadata.get("oof_metrics"),
             "candidates": card_facts["candidates"],
             "champion_on_same_test": champion,
         },
-        "gate": verdict.as_dict() | {"min_recall": verdict.checks.get("recall", {}).get("limit")},
-        "selection_rule": result.selection_rule,
-        "feature_aucs": result.feature_aucs,
-        "params": served.metadata.get("params", {}),
-        "seed": result.seed,
+        "reliability": {
+            "test_year": chosen.test_metrics.get("reliability"),
+            "served_oof": primary.metadata.get("oof_reliability"),
+            "served_in_sample": None if check is None else check.reliability,
+        },
+        "artifact_check": None if check is None else check.as_dict(),
+        "variants": {
+            name: _variant_summary(result, verdicts[name], served.get(name), checks.get(name))
+            for name, result in results.items()
+        },
+        "gate": gate,
+        "selection_rule": full.selection_rule,
+        "feature_aucs": full.feature_aucs,
+        "params": primary.metadata.get("params", {}),
+        "seed": full.seed,
         "training_rows": len(labelled),
         "training_data_sha256": frame_sha256(frame),
         "code_version": _code_version(),
         "check_input": check_input,
     }
-    importance = served.feature_importance()
-
+    primary.metadata["gate"] = gate
+    importance = primary.feature_importance()
     version = registry.new_version()
 
     def extras(directory: Path) -> None:
         write_card(
             directory,
-            task=result.task,
+            task=full.task,
             version=version,
-            metadata=card_facts | {"gate": verdict.as_dict(), "served_model": metadata["served_model"]},
+            metadata=card_facts | {"gate": gate, "served_model": metadata["served_model"]},
             y_true=chosen.test_predictions.y_true,
             y_score=chosen.test_predictions.y_score,
             threshold=chosen.bundle.threshold,
             feature_importance=importance,
             groups=chosen.test_predictions.groups,
+            extra_sections=served_sections(metadata),
         )
 
-    registry.save(result.task, served, metadata, version=version, extra_files=extras)
-    if verdict.accepted:
-        registry.promote(result.task, version, reason="training run: gate passed")
+    registry.save(full.task, primary, metadata, version=version, extra_files=extras)
+    if gate["auto_promote"]:
+        registry.promote(full.task, version, reason="training run: gate passed")
     test = chosen.test_metrics
     return {
-        "task": result.task,
+        "task": full.task,
         "version": version,
-        "kind": served.kind,
-        "protocol": result.protocol,
-        "accepted": verdict.accepted,
-        "reasons": verdict.reasons,
+        "kind": primary.kind,
+        "protocol": full.protocol,
+        "accepted": accepted,
+        "held": bool(verdict.held),
+        "reasons": reasons + ([verdict.held_reason] if verdict.held_reason else []),
         "test_recall": test.get("recall"),
         "test_precision": test.get("precision"),
         "test_roc_auc": test.get("roc_auc"),
-        "champion": registry.champion(result.task),
-        "card": str(registry.path(result.task, version) / "card.md"),
+        "variants_served": ["full", *[b.variant for b in primary.variants]] if accepted else [],
+        "champion": registry.champion(full.task),
+        "card": str(registry.path(full.task, version) / "card.md"),
     }
 
 
@@ -218,10 +337,10 @@ def train_flow(task: str = "all", min_recall: float | None = None) -> Any:
     outcomes = []
     for name in tasks:
         frame = read_features(settings, name)
-        result = train_task(settings, frame, name)
+        results = train_task(settings, frame, name)
         champion = champion_on_same_test(registry, frame, name)
-        verdict = gate_task(settings, result, champion, floor)
-        outcome = register_task(settings, frame, result, verdict, champion)
+        verdicts = gate_task(settings, results, champion, floor)
+        outcome = register_task(settings, frame, results, verdicts, champion, floor)
         logger.info("%s", outcome)
         outcomes.append(outcome)
     sync_registry_task(settings)

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["lightgbm", "logistic", "rule"]
 KINDS: tuple[Kind, ...] = ("lightgbm", "logistic", "rule")
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
 DEFAULT_CHUNK_ROWS = 100_000
 
 
@@ -155,27 +155,66 @@ def library_versions() -> dict[str, str]:
 class ModelBundle:
     """A fitted, calibrated risk model of one task, with its threshold.
 
+    The scorer is an ensemble: the ``members`` are the cross-fitted models whose out-of-fold
+    scores set the calibrator and the threshold, so what is served is exactly what was
+    validated (``docs/modeling.md``). Its raw score is the members' mean raw score.
+
+    A bundle may be a *variant* trained for a smaller set of fields (``used``): the other
+    columns are masked to missing before scoring, as they were in training. ``required`` are
+    the used features never missing in training: a row without one of them is outside what the
+    variant has seen, and must not be scored by it (:meth:`route`).
+
     Attributes:
         task: ``"current"`` or ``"next_year"``.
         kind: ``"lightgbm"``, ``"logistic"`` or ``"rule"``.
         feature_names: the columns ``X`` must have, in order (``features.featuresets``).
         threshold: alert when the calibrated probability is ``>= threshold``.
-        estimator: ``lightgbm.Booster``, :class:`LogisticModel` or :class:`RuleModel`.
-        calibrator: raw score -> probability.
+        members: ``lightgbm.Booster``, :class:`LogisticModel` or :class:`RuleModel` objects.
+        calibrator: mean raw score -> probability.
         categories: category labels of the categorical features (codes -> labels in reasons).
-        metadata: how it was trained (protocol, years, seed, params, OOF metrics, ...).
+        metadata: how it was trained (protocol, years, seed, params, metrics, gate, ...).
         versions: :func:`library_versions` at training time, checked by :meth:`check_versions`.
+        variant: the variant's name (``"full"`` for the primary).
+        used: the features this variant sees (empty: all of them).
+        required: features that must be known for this variant to answer.
+        reference: sorted calibrated scores of the reference year (for percentiles).
+        variants: the primary's reduced siblings, servable ones only (empty on a variant).
     """
 
     task: str
     kind: Kind
     feature_names: list[str]
     threshold: float
-    estimator: Any
+    members: list[Any]
     calibrator: Calibrator
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
+    variant: str = "full"
+    used: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    reference: tuple[float, ...] = ()
+    variants: list[ModelBundle] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("a model bundle needs at least one member")
+        unknown = sorted(set(self.used) - set(self.feature_names))
+        if unknown:
+            raise ValueError(f"variant {self.variant!r} uses unknown features {unknown}")
+
+    @property
+    def estimator(self) -> Any:
+        """The first member (the only one of a single-model bundle)."""
+        return self.members[0]
+
+    @property
+    def masked(self) -> list[int]:
+        """Positions of the columns this variant never sees."""
+        if not self.used:
+            return []
+        used = set(self.used)
+        return [j for j, name in enumerate(self.feature_names) if name not in used]
 
     def _matrix(self, X: np.ndarray) -> np.ndarray:
         matrix = np.asarray(X, dtype=np.float64)
@@ -186,14 +225,24 @@ class ModelBundle:
                 f"expected a matrix with {len(self.feature_names)} columns "
                 f"({', '.join(self.feature_names)}), got shape {matrix.shape}"
             )
+        masked = self.masked
+        if masked:
+            matrix = matrix.copy()
+            matrix[:, masked] = np.nan
         return np.ascontiguousarray(matrix)
 
-    def raw_score(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
-        """The uncalibrated score (see the module docstring for its unit), shape (n,)."""
-        matrix = self._matrix(X)
+    def _member_raw(self, member: Any, matrix: np.ndarray, num_threads: int) -> np.ndarray:
         if self.kind == "lightgbm":
-            return np.asarray(self.estimator.predict(matrix, raw_score=True, num_threads=num_threads))
-        return self.estimator.raw_score(matrix)
+            return np.asarray(member.predict(matrix, raw_score=True, num_threads=num_threads))
+        return np.asarray(member.raw_score(matrix))
+
+    def raw_score(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
+        """The members' mean uncalibrated score (see the module docstring for its unit), shape (n,)."""
+        matrix = self._matrix(X)
+        total = self._member_raw(self.members[0], matrix, num_threads)
+        for member in self.members[1:]:
+            total = total + self._member_raw(member, matrix, num_threads)
+        return total / len(self.members)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probability of risk (behind), shape (n,)."""
@@ -204,11 +253,7 @@ class ModelBundle:
         return self.predict_proba(X) >= self.threshold
 
     def predict_many(self, X: np.ndarray, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: int = 1) -> np.ndarray:
-        """:meth:`predict_proba` over a large matrix (e.g. memory-mapped) in chunks of rows.
-
-        Chunking bounds the temporary memory (LightGBM and the logistic design matrix allocate
-        per call) while keeping the per-call overhead negligible.
-        """
+        """:meth:`predict_proba` over a large matrix (e.g. memory-mapped) in chunks of rows."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         rows = X.shape[0] if X.ndim == 2 else 1
@@ -218,33 +263,43 @@ class ModelBundle:
             out[start : start + chunk.shape[0]] = self.calibrator(self.raw_score(chunk, num_threads=num_threads))
         return out
 
+    def _member_contributions(self, member: Any, matrix: np.ndarray) -> np.ndarray:
+        """One member's pushes, shape (n, n_features + 1): the last column is its base value."""
+        if self.kind == "lightgbm":
+            return np.asarray(member.predict(matrix, pred_contrib=True, num_threads=1))
+        if self.kind == "logistic":
+            pushes = member.contributions(matrix)
+            base = member.raw_score(matrix) - pushes.sum(axis=1)
+            return np.column_stack([pushes, base])
+        score, used = member.decide(matrix)
+        out = np.zeros((matrix.shape[0], matrix.shape[1] + 1))
+        rows = np.flatnonzero(used >= 0)
+        columns = np.asarray([link[0] for link in member.links], dtype=np.int64)
+        out[rows, columns[used[rows]]] = score[rows]
+        return out
+
+    def _contributions_full(self, matrix: np.ndarray) -> np.ndarray:
+        total = self._member_contributions(self.members[0], matrix)
+        for member in self.members[1:]:
+            total = total + self._member_contributions(member, matrix)
+        return total / len(self.members)
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature pushes on the raw score, shape (n, n_features); positive raises the risk.
 
-        LightGBM: exact tree SHAP (``pred_contrib``; the expected-value column is dropped).
-        Logistic: ``coef * standardised value`` summed per feature. Rule: the deciding
-        feature gets the row's score, the others 0.
+        The members' mean (SHAP values are linear in the model, so the mean of the members'
+        exact tree SHAP is the exact SHAP of the ensemble). LightGBM: ``pred_contrib``;
+        logistic: ``coef * standardised value``; rule: the deciding feature gets the score.
         """
-        matrix = self._matrix(X)
-        if self.kind == "lightgbm":
-            contrib = np.asarray(self.estimator.predict(matrix, pred_contrib=True, num_threads=1))
-            return contrib[:, :-1]
-        if self.kind == "logistic":
-            return self.estimator.contributions(matrix)
-        score, used = self.estimator.decide(matrix)
-        out = np.zeros_like(matrix)
-        rows = np.flatnonzero(used >= 0)
-        columns = np.asarray([link[0] for link in self.estimator.links], dtype=np.int64)
-        out[rows, columns[used[rows]]] = score[rows]
-        return out
+        return self._contributions_full(self._matrix(X))[:, :-1]
 
     def reasons(self, X: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
         """The top features pushing each row's risk UP, largest push first.
 
         Returns:
             One list per row of at most ``top`` dicts ``{"feature", "value", "contribution"}``
-            with ``contribution > 0`` (raw-score units); ``value`` is the input value (the
-            category label for categoricals, None when missing).
+            with ``contribution > 0`` (raw-score units) and a known value: a feature that was
+            not given is never a reason.
         """
         matrix = self._matrix(X)
         return self._reasons(matrix, self.contributions(matrix), top)
@@ -252,18 +307,38 @@ class ModelBundle:
     def explain(self, X: np.ndarray, top: int = 3) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
         """:meth:`predict_proba` and :meth:`reasons` together (the API's one-row path).
 
-        For LightGBM one ``pred_contrib`` call gives both: tree SHAP values add up exactly to
-        the raw score (local accuracy), so the score needs no second pass over the trees.
+        The pushes plus the base value add up to the raw score, so the score needs no second
+        pass over the trees.
         """
         matrix = self._matrix(X)
-        if self.kind == "lightgbm":
-            full = np.asarray(self.estimator.predict(matrix, pred_contrib=True, num_threads=1))
-            contrib = full[:, :-1]
-            return self.calibrator(full.sum(axis=1)), self._reasons(matrix, contrib, top)
-        return self.predict_proba(matrix), self._reasons(matrix, self.contributions(matrix), top)
+        full = self._contributions_full(matrix)
+        return self.calibrator(full.sum(axis=1)), self._reasons(matrix, full[:, :-1], top)
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        """The share of the reference year's students (0-100) scored at or below each score."""
+        if not self.reference:
+            return np.full(np.shape(scores), np.nan)
+        reference = np.asarray(self.reference)
+        return 100.0 * np.searchsorted(reference, np.asarray(scores, dtype=np.float64), side="right") / reference.size
+
+    @property
+    def servable(self) -> bool:
+        """Whether this variant passed its own gate and check (the primary's verdict is the version's)."""
+        gate = self.metadata.get("gate")
+        return self.variant == "full" or (isinstance(gate, dict) and gate.get("accepted") is True)
+
+    def route(self, known: set[str]) -> ModelBundle | None:
+        """The servable variant with the most features whose required features are all ``known``."""
+        family = sorted([self, *self.variants], key=lambda b: -len(b.used or b.feature_names))
+        for bundle in family:
+            if bundle.servable and set(bundle.required) <= known:
+                return bundle
+        return None
 
     def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:
-        # Sorting and gathering for all rows at once; Python only builds the small dicts.
+        # Sorting and gathering for all rows at once; Python only builds the small dicts. A
+        # feature that was not given is never a reason, whatever its missing branch pushed.
+        contrib = np.where(np.isnan(matrix), -np.inf, contrib)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : max(top, 0)]
         pushes = np.take_along_axis(contrib, order, axis=1).tolist()
         values = np.take_along_axis(matrix, order, axis=1).tolist()
@@ -272,7 +347,7 @@ class ModelBundle:
             [
                 {"feature": names[j], "value": self._value(j, x), "contribution": c}
                 for j, x, c in zip(columns, row_values, row_pushes, strict=True)
-                if c > 0.0
+                if c > 0.0 and x == x
             ]
             for columns, row_values, row_pushes in zip(order.tolist(), values, pushes, strict=True)
         ]
@@ -292,19 +367,27 @@ class ModelBundle:
         LightGBM: total gain; logistic: ``|coef|`` summed per feature (columns are
         standardised, so comparable); rule: share of training rows each link decided.
         """
-        if self.kind == "lightgbm":
-            weights = np.asarray(self.estimator.feature_importance(importance_type="gain"), dtype=np.float64)
-        elif self.kind == "logistic":
-            weights = np.zeros(len(self.feature_names))
-            np.add.at(weights, self.estimator.owners, np.abs(self.estimator.coef))
-        else:
-            weights = np.zeros(len(self.feature_names))
-            for (column, _, _), share in zip(self.estimator.links, self.estimator.shares, strict=False):
-                weights[column] += share
+        weights = np.zeros(len(self.feature_names))
+        for member in self.members:
+            own = self._member_importance(member)
+            total = float(own.sum())
+            if total > 0:
+                weights += own / total
         total = float(weights.sum())
         return {
             name: (float(w) / total if total > 0 else 0.0) for name, w in zip(self.feature_names, weights, strict=True)
         }
+
+    def _member_importance(self, member: Any) -> np.ndarray:
+        if self.kind == "lightgbm":
+            return np.asarray(member.feature_importance(importance_type="gain"), dtype=np.float64)
+        weights = np.zeros(len(self.feature_names))
+        if self.kind == "logistic":
+            np.add.at(weights, member.owners, np.abs(member.coef))
+        else:
+            for (column, _, _), share in zip(member.links, member.shares, strict=False):
+                weights[column] += share
+        return weights
 
     def check_versions(self) -> list[str]:
         """Compare the recorded library versions with this process's.

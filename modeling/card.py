@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from modeling.evaluation import evaluate
+from modeling.evaluation import MIN_GROUP_POSITIVES, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def write_card(
     threshold: float,
     feature_importance: Mapping[str, float],
     groups: Mapping[str, np.ndarray] | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> Path:
     """Write ``card.md`` and ``plots/{roc,pr,calibration,importance}.png`` into ``directory``.
 
@@ -66,6 +67,7 @@ def write_card(
         threshold: its alert threshold.
         feature_importance: feature -> importance (e.g. ``ModelBundle.feature_importance()``).
         groups: optional group labels of the held-out rows for the per-group recall table.
+        extra_sections: markdown appended before the plots (e.g. :func:`served_sections`).
 
     Returns:
         The path of ``card.md``.
@@ -78,7 +80,11 @@ def write_card(
     metrics = evaluate(y, score, threshold, groups=groups)
     _plot_all(plots, y, score, threshold, feature_importance)
     card = directory / "card.md"
-    card.write_text(_markdown(task, version, metadata, metrics, feature_importance), encoding="utf-8")
+    text = _markdown(task, version, metadata, metrics, feature_importance)
+    if extra_sections:
+        head, plots_part = text.split("## Plots", 1)
+        text = head + "\n".join(extra_sections) + "\n\n## Plots" + plots_part
+    card.write_text(text, encoding="utf-8")
     logger.info("wrote the model card of %s %s to %s", task, version, card)
     return card
 
@@ -93,6 +99,109 @@ def _fmt(value: object, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def _interval(row: Mapping[str, Any]) -> str:
+    low, high = row.get("recall_ci_low"), row.get("recall_ci_high")
+    return "n/a" if low is None or high is None else f"{low:.3f}-{high:.3f}"
+
+
+def reliability_lines(rows: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """A reliability table: what each band of ``risk_score`` turned out to mean."""
+    if not rows:
+        return ["No reliability table (no held-out rows)."]
+    return _table(
+        ["risk_score", "students", "mean score", "observed share behind", "95 % interval"],
+        [
+            [
+                f"{r['low']:.1f}-{r['high']:.1f}",
+                r["n"],
+                r["mean_score"],
+                r["observed_rate"],
+                f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def served_sections(metadata: Mapping[str, Any]) -> list[str]:
+    """Markdown about the artifact that is served: variants, its own check, reliability, threshold gap."""
+    lines = ["## The served artifact", ""]
+    served_model = metadata.get("served_model")
+    lines.append(
+        f"Served: the chosen procedure re-run on the years {', '.join(str(y) for y in metadata.get('fit_years', []))} "
+        f"({served_model}): an ensemble of {metadata.get('members', 'n/a')} cross-fitted members "
+        f"({metadata.get('fold_scheme', 'n/a')}), calibrated and thresholded on their own out-of-fold scores. "
+        "The held-out figures above are those of the same procedure run without the test year."
+    )
+    gap = metadata.get("threshold_gap") or {}
+    if gap:
+        lines += [
+            "",
+            f"Threshold **{_fmt(metadata.get('threshold'))}**, the middle of a gap of {_fmt(gap.get('gap_logit'), 2)} "
+            f"log-odds ({_fmt(gap.get('lowest'))} to {_fmt(gap.get('highest'))}) that adds no out-of-fold false alarm."
+            + (
+                " The gap is wide: the classes look separable, which suggests a rule being recomputed."
+                if gap.get("wide")
+                else ""
+            ),
+        ]
+    check = metadata.get("artifact_check") or {}
+    if check:
+        lines += ["", "### Check of the served artifact (in-sample, at its own threshold)", ""]
+        lines += _table(
+            ["year", "students", "behind", "recall", "precision", "ROC-AUC"],
+            [
+                [year, r["n"], r["positives"], r["recall"], r["precision"], r["roc_auc"]]
+                for year, r in check.get("per_year", {}).items()
+            ],
+        )
+        low, high = (check.get("score_range") or [None, None])[:2]
+        verdict = "**passed**" if check.get("passed") else "**failed**: " + "; ".join(check.get("problems", []))
+        lines += ["", f"Scores range from {_fmt(low)} to {_fmt(high)}. Check {verdict}."]
+    reliability = metadata.get("reliability") or {}
+    lines += ["", "### Reliability on the test year (out of time)", ""]
+    lines += reliability_lines(reliability.get("test_year"))
+    lines += ["", "### Reliability of the served model's out-of-fold scores (all labelled years)", ""]
+    lines += reliability_lines(reliability.get("served_oof"))
+    variants = metadata.get("variants") or {}
+    if variants:
+        lines += ["", "## Variants (one model per field set clients send)", ""]
+        lines += _table(
+            [
+                "variant",
+                "fields",
+                "must send",
+                "model",
+                "test recall",
+                "test precision",
+                "test ROC-AUC",
+                "served",
+                "why not",
+            ],
+            [
+                [
+                    name,
+                    v.get("description"),
+                    ", ".join(v.get("required", [])) or "-",
+                    v.get("kind"),
+                    v["out_of_time"].get("recall"),
+                    v["out_of_time"].get("precision"),
+                    v["out_of_time"].get("roc_auc"),
+                    "yes" if v.get("served") else "no",
+                    "; ".join(v["gate"].get("reasons", []) + ((v.get("artifact_check") or {}).get("problems") or []))
+                    or "-",
+                ]
+                for name, v in variants.items()
+            ],
+        )
+        lines += [
+            "",
+            "A request is answered by the richest served variant whose required fields it carries; "
+            'one too thin for any of them gets `risk_label: "unknown"`.',
+        ]
+    return lines
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -174,12 +283,25 @@ def _markdown(
         "",
     ]
     group_rows = [
-        [name, value, row["n"], row["positives"], row["recall"], row["false_negative_rate"]]
+        [
+            name,
+            value,
+            row["n"],
+            row["positives"],
+            row["recall"] if row["judgeable"] else "too small to judge",
+            _interval(row) if row["judgeable"] else "n/a",
+            row["false_negative_rate"] if row["judgeable"] else "n/a",
+        ]
         for name, table in metrics["by_group"].items()
         for value, row in table.items()
     ]
     if group_rows:
-        lines += _table(["group", "value", "n", "behind", "recall", "false-negative rate"], group_rows)
+        lines.append(
+            f"Recall with its 95 % Wilson interval; groups with fewer than {MIN_GROUP_POSITIVES} students behind "
+            "are too small to judge."
+        )
+        lines.append("")
+        lines += _table(["group", "value", "n", "behind", "recall", "95 % interval", "false-negative rate"], group_rows)
     else:
         lines.append("No group labels were given.")
     lines += ["", "## Leakage policy", ""]

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from modeling.threshold import wilson_interval
+
 BUDGETS: tuple[float, ...] = (0.10, 0.20, 0.30)
+# A group with fewer students behind than this has a recall too uncertain to judge (its 95 %
+# interval is wider than about +-0.1 near a recall of 0.9).
+MIN_GROUP_POSITIVES = 30
 
 
 def evaluate(
@@ -123,7 +128,11 @@ def _by_group(positive: np.ndarray, alert: np.ndarray, labels: np.ndarray) -> di
     for value in sorted(set(values.tolist())):
         mask = values == value
         counts = _counts(positive[mask], alert[mask])
+        low, high = wilson_interval(counts["tp"], counts["positives"]) if counts["positives"] else (None, None)
         table[value] = {
+            "recall_ci_low": _clean(low),
+            "recall_ci_high": _clean(high),
+            "judgeable": counts["positives"] >= MIN_GROUP_POSITIVES,
             "n": counts["n"],
             "positives": counts["positives"],
             "alerts": counts["alerts"],

@@ -23,6 +23,9 @@ class Verdict:
     Attributes:
         accepted: True when every check passed.
         reasons: One human sentence per failed check (empty when accepted).
+        held: True when the candidate passed but was judged by a weaker protocol than the
+            champion: only a person (``passos models promote``) may make it champion.
+        held_reason: why it was held.
         checks: Every check by name, each ``{"metric", "value", "limit", "passed", "message"}``
             (champion checks also carry ``champion`` and ``tolerance``).
     """
@@ -30,6 +33,13 @@ class Verdict:
     accepted: bool
     reasons: list[str] = field(default_factory=list)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    held: bool = False
+    held_reason: str | None = None
+
+    @property
+    def auto_promote(self) -> bool:
+        """Whether the training run may make this candidate champion by itself."""
+        return self.accepted and not self.held
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as plain JSON-ready data (stored as ``metadata["gate"]``)."""
@@ -77,6 +87,36 @@ def evaluate_gate(
             )
     reasons = [check["message"] for check in checks.values() if not check["passed"]]
     return Verdict(accepted=not reasons, reasons=reasons, checks=checks)
+
+
+PROTOCOL_STRENGTH = {"out_of_time": 2, "grouped_cv": 1}
+
+
+def hold_reason(candidate: dict[str, Any], champion: dict[str, Any] | None) -> str | None:
+    """Why a candidate may not replace the champion automatically (None when it may).
+
+    Both dicts carry ``protocol`` and ``test_year`` (the champion's as evaluated). A candidate
+    judged by a weaker protocol (cross-validation within a year against an out-of-time test),
+    or tested on an older year than the champion, is not comparable like with like: its
+    figures cannot show it is at least as good, so a person decides.
+    """
+    if champion is None:
+        return None
+    mine = PROTOCOL_STRENGTH.get(str(candidate.get("protocol")), 0)
+    theirs = PROTOCOL_STRENGTH.get(str(champion.get("protocol")), 0)
+    if mine < theirs:
+        return (
+            f"judged by {candidate.get('protocol')}, a weaker protocol than the champion's "
+            f"{champion.get('protocol')} (test year {champion.get('test_year')}); its figures cannot show it is "
+            "as good, so it is kept for review: `passos models promote` if a person decides it should serve"
+        )
+    mine_year, their_year = candidate.get("test_year"), champion.get("test_year")
+    if mine == theirs and mine_year is not None and their_year is not None and int(mine_year) < int(their_year):
+        return (
+            f"tested on {mine_year}, an older year than the champion's test year {their_year}; "
+            "kept for review: `passos models promote` if a person decides it should serve"
+        )
+    return None
 
 
 def _require(metrics: dict[str, float], keys: tuple[str, ...], who: str) -> None:

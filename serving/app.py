@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from features.featuresets import derive, encode, feature_names
+from features.featuresets import derive, encode, feature_names, fields_to_send
 from modeling.registry import Registry
 from passos.settings import Settings, get_settings
 from serving.model_holder import Loaded, ModelHolder
@@ -93,33 +94,96 @@ def sent_inputs(student: BaseModel) -> dict[str, Any]:
 
 
 def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool = True) -> list[dict[str, Any]]:
-    """Score students (their :func:`sent_inputs`) with one model: risk, label, reasons, missing and ignored fields."""
+    """Score students (their :func:`sent_inputs`): each by the richest validated variant their fields allow.
+
+    A student whose fields no validated variant can take gets ``risk_label: "unknown"`` and the
+    fields to send (``needed``), never a guess.
+    """
     used = feature_names(loaded.task)
     used_set = set(used)
     records = [derive(sent, year=sent.get("year")) for sent in inputs]
     matrix = encode(records, loaded.task)
-    if reasons:
-        scores, why_all = loaded.model.explain(matrix)
-    else:
-        scores, why_all = loaded.model.predict_proba(matrix), [[] for _ in inputs]
-    threshold = loaded.threshold
-    importance = loaded.importance
+    known_mask = ~np.isnan(matrix)
+    model = loaded.model
+    family = [model, *getattr(model, "variants", [])]
+    routes: list[Any] = []
+    for row in known_mask:
+        known = {name for name, present in zip(used, row, strict=True) if present}
+        routes.append(model.route(known))
+    scores = np.full(len(inputs), np.nan)
+    percentiles = np.full(len(inputs), np.nan)
+    why_all: list[list[dict[str, Any]]] = [[] for _ in inputs]
+    for bundle in family:
+        rows = [i for i, route in enumerate(routes) if route is bundle]
+        if not rows:
+            continue
+        if reasons:
+            part, part_why = bundle.explain(matrix[rows])
+            for i, why in zip(rows, part_why, strict=True):
+                why_all[i] = why
+        else:
+            part = bundle.predict_proba(matrix[rows])
+        scores[rows] = part
+        percentiles[rows] = bundle.percentile(part)
     out = []
-    for record, sent, score, why in zip(records, inputs, scores, why_all, strict=True):
+    for i, (sent, route) in enumerate(zip(inputs, routes, strict=True)):
+        known_row = known_mask[i]
+        ignored = [name for name in sent if name not in used_set and name not in NOT_FEATURES]
+        if route is None:
+            out.append(_unknown(loaded, family, used, known_row, ignored))
+            continue
+        score = float(scores[i])
+        evaluated = route.metadata.get("out_of_time") or {}
+        importance = loaded.importance if route is model else loaded.variant_importance.get(route.variant, {})
+        seen = route.used or used
         out.append(
             {
-                "risk_score": float(score),
-                "risk_label": "high" if score >= threshold else "low",
+                "risk_score": score,
+                "risk_label": "high" if score >= route.threshold else "low",
                 "task": loaded.task,
                 "model_version": loaded.version,
-                "threshold": threshold,
-                "reasons": why,
-                "missing": [name for name in used if record.get(name) is None],
-                "known_importance": round(sum(importance.get(n, 0.0) for n in used if record.get(n) is not None), 4),
-                "ignored": [name for name in sent if name not in used_set and name not in NOT_FEATURES],
+                "variant": route.variant,
+                "variant_recall": evaluated.get("recall"),
+                "variant_precision": evaluated.get("precision"),
+                "threshold": route.threshold,
+                "percentile": None if np.isnan(percentiles[i]) else round(float(percentiles[i]), 1),
+                "reasons": why_all[i],
+                "missing": [
+                    name for name, present in zip(used, known_row, strict=True) if not present and name in seen
+                ],
+                "needed": [],
+                "known_importance": round(
+                    sum(importance.get(n, 0.0) for n, present in zip(used, known_row, strict=True) if present), 4
+                ),
+                "ignored": ignored,
             }
         )
     return out
+
+
+def _unknown(
+    loaded: Loaded, family: list[Any], used: list[str], known_row: np.ndarray, ignored: list[str]
+) -> dict[str, Any]:
+    """The answer for a student too thin for any validated variant: what to send instead."""
+    known = {name for name, present in zip(used, known_row, strict=True) if present}
+    options = [fields_to_send(set(b.required) - known) for b in family if b.servable]
+    needed = min(options, key=len) if options else []
+    return {
+        "risk_score": None,
+        "risk_label": "unknown",
+        "task": loaded.task,
+        "model_version": loaded.version,
+        "variant": None,
+        "variant_recall": None,
+        "variant_precision": None,
+        "threshold": None,
+        "percentile": None,
+        "reasons": [],
+        "missing": [name for name in used if name not in known],
+        "needed": needed,
+        "known_importance": round(sum(loaded.importance.get(n, 0.0) for n in known), 4),
+        "ignored": ignored,
+    }
 
 
 def _model_or_503(services: Services, task: str) -> Loaded:
@@ -350,7 +414,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: error_responses[401]})
     async def model(services: ServicesDep) -> dict[str, Any]:
-        """The champion's metadata per task: version, metrics, threshold, trained at, features."""
+        """The champion per task: version, out-of-time metrics, reliability tables, variants, threshold, features."""
         out: dict[str, Any] = {}
         for task in services.holder.tasks:
             loaded = services.holder.get(task)
@@ -363,6 +427,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "kind": meta.get("kind"),
                 "protocol": meta.get("protocol"),
                 "metrics": meta.get("metrics"),
+                "reliability": meta.get("reliability"),
+                "threshold_gap": meta.get("threshold_gap"),
+                "artifact_check": meta.get("artifact_check"),
+                "variants": meta.get("variants"),
+                "reference_year": max(meta.get("fit_years") or [0]) or None,
                 "features": meta.get("features"),
                 "problem": services.holder.problems.get(task),
             }

@@ -35,6 +35,7 @@ class Loaded:
     metadata: dict[str, Any]
     importance: dict[str, float] = field(default_factory=dict)  # global, sums to 1: what an answer covered
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    variant_importance: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def threshold(self) -> float:
@@ -94,6 +95,11 @@ class ModelHolder:
             return
         try:
             model, metadata = self.registry.load_checked(task, version)
+            gate = metadata.get("gate")
+            if not (isinstance(gate, dict) and gate.get("accepted") is True):
+                reasons = gate.get("reasons") if isinstance(gate, dict) else None
+                why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "no gate verdict"
+                raise PassosError(f"the gate did not accept this version ({why}); a rejected model is never served")
             expected = feature_names(task)
             if list(model.feature_names) != expected:
                 raise PassosError(f"feature contract {list(model.feature_names)} differs from the service's {expected}")
@@ -103,7 +109,8 @@ class ModelHolder:
         except Exception as error:  # any failure to load must leave the old model serving
             self._refuse(task, version, str(error))
             return
-        self._models[task] = Loaded(task, version, model, metadata, _importance(model))
+        variants = {getattr(v, "variant", "?"): _importance(v) for v in getattr(model, "variants", [])}
+        self._models[task] = Loaded(task, version, model, metadata, _importance(model), variant_importance=variants)
         self.problems.pop(task, None)
         self.reloads += 1
         log.info("serving %s model %s", task, version)

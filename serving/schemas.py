@@ -155,13 +155,39 @@ class Reason(BaseModel):
 class Prediction(BaseModel):
     """The answer for one student."""
 
-    risk_score: float = Field(ge=0.0, le=1.0, description="Calibrated probability of being behind")
-    risk_label: Literal["high", "low"]
-    task: str
-    model_version: str
-    threshold: float
-    reasons: list[Reason]
-    missing: list[str] = Field(description="Features the model uses that were not sent (treated as unknown)")
+    risk_score: float | None = Field(
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Probability of being behind, from the answering variant's calibration (Platt scaling on the "
+            "served members' own out-of-fold scores; its reliability table is in /model and the model card). "
+            "null when risk_label is unknown"
+        ),
+    )
+    risk_label: Literal["high", "low", "unknown"] = Field(
+        description=(
+            "high: risk_score >= threshold, flag the student; low: below it; unknown: the fields sent are too "
+            "few for any validated model (see needed), so no answer is given"
+        )
+    )
+    task: str = Field(description="current (behind this year) or next_year (behind next year)")
+    model_version: str = Field(description="The champion version that answered")
+    variant: str | None = Field(
+        description="Which variant answered: full, core or example (a model trained for that field set)"
+    )
+    variant_recall: float | None = Field(description="That variant's recall on its out-of-time test year")
+    variant_precision: float | None = Field(description="That variant's precision on its out-of-time test year")
+    threshold: float | None = Field(description="The variant's alert threshold on risk_score")
+    percentile: float | None = Field(
+        description="Share of the reference year's students (0-100) whose score is at or below this one"
+    )
+    reasons: list[Reason] = Field(description="Features that pushed the risk up, largest first; only fields sent")
+    missing: list[str] = Field(
+        description="Features the answering variant uses that were not sent (treated as unknown)"
+    )
+    needed: list[str] = Field(
+        description="When risk_label is unknown: the fields to add for the smallest validated variant"
+    )
     known_importance: float = Field(
         ge=0.0,
         le=1.0,

@@ -77,12 +77,24 @@ def test_reasons_are_positive_and_sorted(bundles: dict[str, ModelBundle], X: np.
 
 
 def test_lightgbm_reasons_are_exact_shap(bundles: dict[str, ModelBundle], X: np.ndarray) -> None:
+    """The ensemble's SHAP values are the mean of its members' exact tree SHAP (SHAP is linear)."""
     bundle = bundles["lightgbm"]
-    contrib = bundle.estimator.predict(X[:20], pred_contrib=True)
+    assert len(bundle.members) > 1
+    contrib = np.mean([m.predict(X[:20], pred_contrib=True) for m in bundle.members], axis=0)
     np.testing.assert_allclose(contrib.sum(axis=1), bundle.raw_score(X[:20]), atol=1e-9)
     np.testing.assert_allclose(bundle.contributions(X[:20]), contrib[:, :-1])
     top = bundle.reasons(X[:1], top=len(bundle.feature_names))[0]
-    assert [r["contribution"] for r in top] == sorted(c for c in contrib[0, :-1] if c > 0)[::-1]
+    known = ~np.isnan(X[0])
+    assert [r["contribution"] for r in top] == sorted(c for c, k in zip(contrib[0, :-1], known) if c > 0 and k)[::-1]
+
+
+def test_a_feature_that_was_not_sent_is_never_a_reason(bundles: dict[str, ModelBundle], X: np.ndarray) -> None:
+    for bundle in bundles.values():
+        row = X[:1].copy()
+        row[0, ::2] = np.nan  # half the fields unknown
+        for reason in bundle.reasons(row, top=len(bundle.feature_names))[0]:
+            assert reason["value"] is not None
+            assert bundle.feature_names.index(reason["feature"]) % 2 == 1
 
 
 def test_logistic_contributions_add_up_to_the_log_odds(bundles: dict[str, ModelBundle], X: np.ndarray) -> None:

@@ -66,10 +66,21 @@ def test_by_group_recall_and_unknown_labels() -> None:
         "recall": 0.5,
         "precision": 1.0,
         "false_negative_rate": 0.5,
+        "recall_ci_low": pytest.approx(0.0945, abs=1e-4),  # Wilson 95 % for 1 of 2
+        "recall_ci_high": pytest.approx(0.9055, abs=1e-4),
+        "judgeable": False,  # fewer than 30 students behind
     }
     assert table["genero"]["M"]["recall"] == 1.0
     assert table["genero"]["unknown"]["n"] == 2
     assert list(table["fase"]) == ["1"]
+
+
+def test_a_group_with_enough_positives_is_judged_with_an_interval() -> None:
+    y = np.ones(40)
+    score = np.r_[np.full(36, 0.9), np.full(4, 0.1)]
+    row = evaluate(y, score, 0.5, groups={"fase": np.zeros(40)})["by_group"]["fase"]["0"]
+    assert row["judgeable"] is True and row["recall"] == 0.9
+    assert 0.76 < row["recall_ci_low"] < 0.9 < row["recall_ci_high"] < 0.97
 
 
 def test_single_class_and_no_alerts_do_not_crash() -> None:

@@ -121,3 +121,20 @@ def test_as_dict_is_json_and_matches_the_registry_contract() -> None:
     assert data["reasons"] == verdict.reasons
     assert set(data["checks"]) == {"min_recall", "min_precision", "recall_vs_champion", "roc_auc_vs_champion"}
     assert Verdict(**data) == verdict
+
+
+def test_a_weaker_protocol_is_held_for_a_person() -> None:
+    from modeling.gate import hold_reason
+
+    champion = {"protocol": "out_of_time", "test_year": 2024}
+    held = hold_reason({"protocol": "grouped_cv", "test_year": None}, champion)
+    assert held is not None and "weaker protocol" in held and "passos models promote" in held
+    older = hold_reason({"protocol": "out_of_time", "test_year": 2023}, champion)
+    assert older is not None and "older year" in older
+    assert hold_reason({"protocol": "out_of_time", "test_year": 2024}, champion) is None
+    assert hold_reason({"protocol": "out_of_time", "test_year": 2025}, champion) is None
+    assert hold_reason({"protocol": "out_of_time", "test_year": 2024}, {"protocol": "grouped_cv"}) is None
+    assert hold_reason({"protocol": "grouped_cv"}, None) is None
+    verdict = Verdict(accepted=True, held=True, held_reason=held)
+    assert verdict.auto_promote is False and Verdict(accepted=True).auto_promote is True
+    assert verdict.as_dict()["held"] is True
