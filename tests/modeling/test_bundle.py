@@ -85,7 +85,9 @@ def test_lightgbm_reasons_are_exact_shap(bundles: dict[str, ModelBundle], X: np.
     np.testing.assert_allclose(bundle.contributions(X[:20]), contrib[:, :-1])
     top = bundle.reasons(X[:1], top=len(bundle.feature_names))[0]
     known = ~np.isnan(X[0])
-    assert [r["contribution"] for r in top] == sorted(c for c, k in zip(contrib[0, :-1], known) if c > 0 and k)[::-1]
+    assert [r["contribution"] for r in top] == sorted(
+        c for c, k in zip(contrib[0, :-1], known, strict=True) if c > 0 and k
+    )[::-1]
 
 
 def test_a_feature_that_was_not_sent_is_never_a_reason(bundles: dict[str, ModelBundle], X: np.ndarray) -> None:

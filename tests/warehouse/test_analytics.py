@@ -139,7 +139,9 @@ def test_features_table_holds_both_tasks_inputs_and_targets(settings: Settings, 
     load_rows(settings, tmp_path / "in")
     refresh_analytics(settings)
     with duckdb.connect(str(settings.analytics_path), read_only=True) as con:
-        rows = con.execute("select ra, fase, ida, target_current, target_next_year from features order by ra").fetchall()
+        rows = con.execute(
+            "select ra, fase, ida, target_current, target_next_year from features order by ra"
+        ).fetchall()
         same = con.execute(
             "select count(*) from features f join features_current c using (ra, year) "
             "where f.target_current is not distinct from c.target and f.atraso_esperado is not distinct from "
