@@ -54,6 +54,12 @@ class Verbosity(Enum):
 
 
 _state = {"verbosity": Verbosity.NORMAL}
+# What configure_prefect_logging changed, undone when the command ends (a test runs many commands).
+_changed_levels: dict[str, int] = {}
+_added_filters: list[tuple[logging.Handler, logging.Filter]] = []
+
+# Errors a user can cause and fix: one line, no traceback. Anything else is a bug.
+EXPECTED_ERRORS = (PassosError, FileNotFoundError, PermissionError)
 
 
 def fail(message: object, code: ExitCode) -> typer.Exit:
@@ -103,9 +109,6 @@ app.add_typer(models_app, name="models")
 _NOISY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access", "prefect.server", "alembic")
 
 
-EXPECTED_ERRORS = (PassosError, FileNotFoundError, PermissionError)
-
-
 class _NoExpectedTracebacks(logging.Filter):
     """Keep Prefect's message about a failed run but drop the traceback of an expected error."""
 
@@ -124,7 +127,7 @@ def setup_logging(verbosity: Verbosity) -> None:
     """
     level = {Verbosity.QUIET: logging.WARNING, Verbosity.NORMAL: logging.INFO, Verbosity.VERBOSE: logging.DEBUG}
     logging.basicConfig(level=level[verbosity], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level[verbosity])
+    _set_level("", level[verbosity])  # the root logger
     _state["verbosity"] = verbosity
 
 
@@ -134,27 +137,35 @@ def configure_prefect_logging() -> None:
     if verbosity is Verbosity.VERBOSE:
         return
     for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    prefect = logging.getLogger("prefect")
+        _set_level(name, logging.WARNING)
     if verbosity is Verbosity.QUIET:
         # our one-line error says what failed; Prefect's account of it would repeat it
-        prefect.setLevel(logging.CRITICAL)
-        for name in ("prefect.flow_runs", "prefect.task_runs"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+            _set_level(name, logging.CRITICAL)
         return
     quiet_tracebacks = _NoExpectedTracebacks()
-    seen: set[int] = set()
-    loggers = (
-        logging.getLogger(),
-        prefect,
-        logging.getLogger("prefect.flow_runs"),
-        logging.getLogger("prefect.task_runs"),
-    )
-    for logger in loggers:
-        for handler in logger.handlers:
-            if id(handler) not in seen:
-                seen.add(id(handler))
-                handler.addFilter(quiet_tracebacks)
+    handlers: dict[int, logging.Handler] = {}
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        handlers.update({id(h): h for h in logging.getLogger(name or None).handlers})
+    for handler in handlers.values():
+        handler.addFilter(quiet_tracebacks)
+        _added_filters.append((handler, quiet_tracebacks))
+
+
+def _set_level(name: str, level: int) -> None:
+    logger = logging.getLogger(name)
+    _changed_levels.setdefault(name, logger.level)
+    logger.setLevel(level)
+
+
+def restore_logging() -> None:
+    """Undo :func:`configure_prefect_logging` (called when the command ends)."""
+    for name, level in _changed_levels.items():
+        logging.getLogger(name).setLevel(level)
+    _changed_levels.clear()
+    for handler, log_filter in _added_filters:
+        handler.removeFilter(log_filter)
+    _added_filters.clear()
 
 
 def require_warehouse() -> None:
@@ -191,6 +202,7 @@ def main(
     if verbose and quiet:
         raise fail("--verbose and --quiet cannot be used together", ExitCode.USAGE)
     setup_logging(Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL)
+    ctx.call_on_close(restore_logging)
     if ctx.invoked_subcommand in WRITING_COMMANDS and not ctx.resilient_parsing and "--help" not in sys.argv:
         from passos.settings import get_settings
 

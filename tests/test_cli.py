@@ -152,3 +152,41 @@ def test_exit_codes_are_the_documented_contract() -> None:
     assert {int(c) for c in ExitCode} == {0, 1, 2, 3, 4, 10, 11}
     for code in ExitCode:
         assert f"| {int(code)} |" in readme, f"exit code {int(code)} is not in README's table"
+
+
+def test_verbosity_sets_prefect_logging_and_the_command_end_undoes_it() -> None:
+    import logging
+
+    from passos.cli import Verbosity, configure_prefect_logging, restore_logging, setup_logging
+
+    prefect = logging.getLogger("prefect.flow_runs")
+    before = (prefect.level, logging.getLogger().level)
+    setup_logging(Verbosity.QUIET)
+    configure_prefect_logging()
+    assert prefect.level == logging.CRITICAL and logging.getLogger().level == logging.WARNING
+    restore_logging()
+    assert (prefect.level, logging.getLogger().level) == before
+
+    handler = logging.Handler()
+    logging.getLogger().addHandler(handler)
+    try:
+        setup_logging(Verbosity.NORMAL)
+        configure_prefect_logging()
+        try:
+            raise WarehouseBusyError("busy")
+        except WarehouseBusyError:
+            expected = logging.LogRecord("prefect.flow_runs", logging.ERROR, "", 0, "failed", None, sys.exc_info())
+        try:
+            raise RuntimeError("a bug")
+        except RuntimeError:
+            bug = logging.LogRecord("prefect.flow_runs", logging.ERROR, "", 0, "failed", None, sys.exc_info())
+        assert handler.filter(expected) and expected.exc_info is None  # the message stays, the traceback goes
+        assert handler.filter(bug) and bug.exc_info is not None  # a bug keeps its traceback
+        restore_logging()
+        assert handler.filters == []
+        setup_logging(Verbosity.VERBOSE)
+        configure_prefect_logging()
+        assert handler.filters == []  # --verbose shows everything
+    finally:
+        restore_logging()
+        logging.getLogger().removeHandler(handler)
