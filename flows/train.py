@@ -94,6 +94,7 @@ def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] |
         min_recall=min_recall,
         min_precision=settings.gate_min_precision,
         tolerance=settings.gate_tolerance,
+        min_roc_auc=settings.gate_min_roc_auc,
     )
     if result.variant == "full":
         reason = hold_reason({"protocol": result.protocol, "test_year": result.test_year}, champion)

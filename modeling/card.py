@@ -101,6 +101,17 @@ def _fmt(value: object, digits: int = 3) -> str:
     return str(value)
 
 
+def _bootstrap_line(metadata: Mapping[str, Any]) -> str:
+    chosen = metadata.get("chosen")
+    boot = (metadata.get("candidates", {}).get(chosen, {}).get("test") or {}).get("bootstrap_95")
+    if not boot:
+        return "No bootstrap interval (no held-out year)."
+    parts = [f"{name} {v[0]:.3f}-{v[1]:.3f}" for name, v in boot.items() if v]
+    return (
+        "95 % bootstrap intervals of the chosen model on the held-out rows (1,000 resamples): " + ", ".join(parts) + "."
+    )
+
+
 def _interval(row: Mapping[str, Any]) -> str:
     low, high = row.get("recall_ci_low"), row.get("recall_ci_high")
     return "n/a" if low is None or high is None else f"{low:.3f}-{high:.3f}"
@@ -256,6 +267,8 @@ def _markdown(
     lines += [
         "",
         f"Brier score of always predicting the base rate: {_fmt(metrics['brier_base_rate'])}.",
+        "",
+        _bootstrap_line(metadata),
         "",
         "Alerting a fixed share of students, highest scores first:",
         "",

@@ -157,3 +157,33 @@ def _clean(value: object) -> float | None:
         return None
     number = float(value)  # type: ignore[arg-type]
     return number if math.isfinite(number) else None
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray, y_score: np.ndarray, threshold: float, *, resamples: int = 1000, seed: int = 0
+) -> dict[str, list[float] | None]:
+    """95 % percentile-bootstrap intervals of recall, precision and ROC-AUC (rows resampled).
+
+    Returns:
+        ``{"recall": [low, high], "precision": [...], "roc_auc": [...]}``; None where a
+        figure is undefined in too many resamples.
+    """
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"recall": [], "precision": [], "roc_auc": []}
+    for _ in range(resamples):
+        pick = rng.integers(0, y.size, y.size)
+        yy, ss = y[pick] == 1.0, s[pick]
+        alert = ss >= threshold
+        positives = int(yy.sum())
+        if positives:
+            draws["recall"].append(float((alert & yy).sum() / positives))
+        if alert.any():
+            draws["precision"].append(float((alert & yy).sum() / alert.sum()))
+        if 0 < positives < y.size:
+            draws["roc_auc"].append(float(roc_auc_score(yy, ss)))
+    return {
+        name: ([float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if len(v) >= resamples // 2 else None)
+        for name, v in draws.items()
+    }

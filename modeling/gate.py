@@ -53,6 +53,7 @@ def evaluate_gate(
     min_recall: float,
     min_precision: float,
     tolerance: float,
+    min_roc_auc: float | None = None,
 ) -> Verdict:
     """Decide whether a candidate model is good enough to be promoted.
 
@@ -63,6 +64,8 @@ def evaluate_gate(
         min_recall: Lowest acceptable recall.
         min_precision: Lowest acceptable precision.
         tolerance: How far below the champion's recall and ROC AUC the candidate may fall.
+        min_roc_auc: Lowest acceptable ROC AUC (None: not checked). A model whose ranking is
+            near chance can reach any recall by flagging nearly everyone.
 
     Returns:
         The verdict, with every check and a sentence per failure.
@@ -70,7 +73,10 @@ def evaluate_gate(
     Raises:
         ValueError: A limit outside [0, 1], or a metric dict without a required key.
     """
-    for name, limit in (("min_recall", min_recall), ("min_precision", min_precision), ("tolerance", tolerance)):
+    limits = [("min_recall", min_recall), ("min_precision", min_precision), ("tolerance", tolerance)]
+    if min_roc_auc is not None:
+        limits.append(("min_roc_auc", min_roc_auc))
+    for name, limit in limits:
         if not 0.0 <= limit <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {limit!r}")
     _require(candidate, ("recall", "precision", "roc_auc"), "candidate")
@@ -79,6 +85,8 @@ def evaluate_gate(
         "min_recall": _minimum_check("recall", candidate["recall"], min_recall),
         "min_precision": _minimum_check("precision", candidate["precision"], min_precision),
     }
+    if min_roc_auc is not None:
+        checks["min_roc_auc"] = _minimum_check("roc_auc", candidate["roc_auc"], min_roc_auc)
     if champion_on_same_test is not None:
         _require(champion_on_same_test, ("recall", "roc_auc"), "champion")
         for metric in ("recall", "roc_auc"):

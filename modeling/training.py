@@ -20,7 +20,7 @@ from features.featuresets import FORBIDDEN, check_policy, encode_frame, feature_
 from modeling.bundle import KINDS, Kind, ModelBundle
 from modeling.calibration import fit_calibrator, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
-from modeling.evaluation import evaluate
+from modeling.evaluation import bootstrap_intervals, evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, combination_warnings, feature_aucs
 from modeling.splits import Protocol, Split, split_out_of_time
 from modeling.threshold import (
@@ -107,7 +107,19 @@ class TrainingResult:
 
     def card_metadata(self) -> dict[str, Any]:
         """The JSON-serialisable facts :func:`modeling.card.write_card` prints."""
-        keep = ("n", "positives", "recall", "precision", "f1", "f2", "roc_auc", "pr_auc", "brier", "threshold")
+        keep = (
+            "n",
+            "positives",
+            "recall",
+            "precision",
+            "f1",
+            "f2",
+            "roc_auc",
+            "pr_auc",
+            "brier",
+            "threshold",
+            "bootstrap_95",
+        )
         meta = self.best.bundle.metadata
         return {
             "task": self.task,
@@ -348,6 +360,11 @@ def train_candidates(
             metrics = candidate.validation_metrics
             keys[name] = _selection_key(metrics.get("precision_at_recall"), metrics.get("roc_auc"), name)
     chosen = max(keys, key=lambda k: keys[k])
+    held = candidates[chosen].test_predictions
+    if split.test is not None and held.y_true.size:
+        candidates[chosen].test_metrics["bootstrap_95"] = bootstrap_intervals(
+            held.y_true, held.y_score, candidates[chosen].bundle.threshold, seed=seed
+        )
     aim = candidates[chosen].bundle.metadata["operating_recall"]
     gap = candidates[chosen].bundle.metadata["threshold_gap"]
     if gap["wide"]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from features.featuresets import derive, encode, feature_names, fields_to_send
 from modeling.registry import Registry
+from modeling.scoring import score_rows
 from passos.settings import Settings, get_settings
 from serving.model_holder import Loaded, ModelHolder
 from serving.prediction_log import PredictionLog, hash_student_id
@@ -106,25 +107,8 @@ def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool 
     known_mask = ~np.isnan(matrix)
     model = loaded.model
     family = [model, *getattr(model, "variants", [])]
-    routes: list[Any] = []
-    for row in known_mask:
-        known = {name for name, present in zip(used, row, strict=True) if present}
-        routes.append(model.route(known))
-    scores = np.full(len(inputs), np.nan)
-    percentiles = np.full(len(inputs), np.nan)
-    why_all: list[list[dict[str, Any]]] = [[] for _ in inputs]
-    for bundle in family:
-        rows = [i for i, route in enumerate(routes) if route is bundle]
-        if not rows:
-            continue
-        if reasons:
-            part, part_why = bundle.explain(matrix[rows])
-            for i, why in zip(rows, part_why, strict=True):
-                why_all[i] = why
-        else:
-            part = bundle.predict_proba(matrix[rows])
-        scores[rows] = part
-        percentiles[rows] = bundle.percentile(part)
+    scored = score_rows(model, matrix, reasons=reasons)
+    routes, scores, percentiles, why_all = scored.routes, scored.scores, scored.percentiles, scored.reasons
     out = []
     for i, (sent, route) in enumerate(zip(inputs, routes, strict=True)):
         known_row = known_mask[i]

@@ -53,8 +53,20 @@ def make_feature_frame(
     return pd.concat(rows, ignore_index=True)
 
 
-def register_model(registry: Any, task: str, *, kind: str = "lightgbm", seed: int = 0, accepted: bool = True) -> str:
-    """Fit a small model of ``kind`` on synthetic data and save it in ``registry`` (not promoted)."""
+def register_model(
+    registry: Any,
+    task: str,
+    *,
+    kind: str = "lightgbm",
+    seed: int = 0,
+    accepted: bool = True,
+    variants: tuple[str, ...] = ("example",),
+) -> str:
+    """Fit a small model of ``kind`` on synthetic data and save it in ``registry`` (not promoted).
+
+    The primary is the ``full`` variant; each of ``variants`` is fitted too and attached as a
+    served sibling (gate accepted), as the train flow does.
+    """
     from dataclasses import asdict
 
     from features.featuresets import encode_frame
@@ -62,6 +74,14 @@ def register_model(registry: Any, task: str, *, kind: str = "lightgbm", seed: in
 
     frame = make_feature_frame(task, years=(2022, 2023), n_per_year=200, seed=seed)
     bundle, _ = fit_candidate(kind, frame, task, recall_target=0.9, seed=seed)  # type: ignore[arg-type]
+    for name in variants:
+        sibling, _ = fit_candidate(kind, frame, task, recall_target=0.9, seed=seed, variant=name)  # type: ignore[arg-type]
+        sibling.metadata.update(
+            gate={"accepted": True, "reasons": []},
+            out_of_time={"recall": 0.91, "precision": 0.6, "roc_auc": 0.8, "test_year": 2024},
+        )
+        bundle.variants.append(sibling)
+    bundle.metadata["out_of_time"] = {"recall": 0.95, "precision": 0.8, "roc_auc": 0.9, "test_year": 2024}
     metadata = {
         "task": task,
         "kind": kind,

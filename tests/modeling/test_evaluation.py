@@ -110,3 +110,17 @@ def test_bad_inputs_are_named(y: np.ndarray, score: np.ndarray, message: str) ->
 def test_group_length_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="group labels"):
         evaluate(np.array([0.0, 1.0]), np.array([0.1, 0.9]), 0.5, groups={"g": np.array(["a"])})
+
+
+def test_bootstrap_intervals_cover_the_point_estimate() -> None:
+    from modeling.evaluation import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.4).astype(float)
+    score = y * 0.3 + rng.random(500) * 0.7
+    point = evaluate(y, score, 0.6)
+    boot = bootstrap_intervals(y, score, 0.6, resamples=300)
+    for name in ("recall", "precision", "roc_auc"):
+        low, high = boot[name]  # type: ignore[misc]
+        assert low < point[name] < high and high - low < 0.2
+    assert bootstrap_intervals(np.zeros(10), np.linspace(0, 1, 10), 0.5, resamples=50)["recall"] is None

@@ -138,3 +138,9 @@ def test_a_weaker_protocol_is_held_for_a_person() -> None:
     verdict = Verdict(accepted=True, held=True, held_reason=held)
     assert verdict.auto_promote is False and Verdict(accepted=True).auto_promote is True
     assert verdict.as_dict()["held"] is True
+
+
+def test_a_ranking_near_chance_is_rejected_when_asked() -> None:
+    verdict = evaluate_gate(metrics(roc_auc=0.30), None, **LIMITS, min_roc_auc=0.70)
+    assert verdict.accepted is False and verdict.reasons == ["roc_auc 0.300 < minimum 0.700"]
+    assert "min_roc_auc" not in evaluate_gate(metrics(roc_auc=0.30), None, **LIMITS).checks

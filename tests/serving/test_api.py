@@ -25,9 +25,34 @@ def test_the_original_example_payload_is_answered(service: Running) -> None:
     assert body["task"] == "current"
     assert body["model_version"] == service.registry.champion("current")
     assert body["ignored"] == ["inde"]  # the current task may not use INDE (leakage policy)
-    assert "ida" in body["missing"] and "fase" not in body["missing"]
-    assert 0.0 <= body["known_importance"] < 1.0
+    # Answered by the variant trained for exactly these fields, never by a model that reads
+    # the missing age as zero; the answer says which, and how well it did out of time.
+    assert body["variant"] == "example" and body["variant_recall"] == 0.91 and body["variant_precision"] == 0.6
+    assert body["missing"] == [] and body["needed"] == []
+    assert 0.0 <= body["percentile"] <= 100.0
+    assert all(r["feature"] in EXAMPLE for r in body["reasons"])
+    assert body["known_importance"] == pytest.approx(1.0)  # the answering variant uses only these fields
     assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("payload", [{}, {"iaa": 8.0, "ips": 6.5}, {"task": "next_year"}])
+def test_a_request_too_thin_for_any_model_is_unknown_not_low(service: Running, payload: dict) -> None:
+    with service.client() as client:
+        response = client.post("/predict", json=payload)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["risk_label"] == "unknown" and body["risk_score"] is None and body["variant"] is None
+    assert body["threshold"] is None and body["reasons"] == []
+    assert "fase" in body["needed"]  # what to send: the smallest validated variant's required fields
+
+
+def test_the_full_model_answers_a_complete_student(service: Running) -> None:
+    student = EXAMPLE | {"idade": 14, "genero": "M", "instituicao": "publica", "ida": 4.0, "ieg": 6.0}
+    with service.client() as client:
+        body = client.post("/predict", json=student).json()
+    assert body["variant"] == "full" and body["variant_recall"] == 0.95
+    assert body["risk_label"] == ("high" if body["risk_score"] >= body["threshold"] else "low")
+    assert all(r["value"] is not None for r in body["reasons"])
 
 
 def test_next_year_uses_inde_and_derives_age_features(service: Running) -> None:

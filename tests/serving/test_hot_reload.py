@@ -151,3 +151,19 @@ def test_a_bad_pointer_keeps_the_last_good_model(service: Running, pointer: str)
     assert ready["ready"] is True and ready["models"]["current"] == good
     assert answer.status_code == 200 and answer.json()["model_version"] == good
     assert model["version"] == good and model["problem"]
+
+
+def test_a_version_the_gate_rejected_is_never_served(service: Running) -> None:
+    """A pointer edited by hand (or by a bug) to a rejected version: the last good model keeps serving."""
+    registry = service.registry
+    good = registry.champion("current")
+    rejected = register_model(registry, "current", kind="logistic", seed=6, accepted=False)
+    path = registry.pointer_path("current")
+    path.write_text(path.read_text().replace(good, rejected))
+    with service.client() as client:
+        wait_for(lambda: "gate did not accept" in (client.get("/ready").json()["problems"].get("current") or ""))
+        ready = client.get("/ready").json()
+        answer = client.post("/predict", json=EXAMPLE | {"idade": 12, "genero": "F", "instituicao": "publica"})
+    assert ready["models"]["current"] == good and rejected in ready["problems"]["current"]
+    assert "made to be rejected" in ready["problems"]["current"]
+    assert answer.status_code == 200 and answer.json()["model_version"] == good

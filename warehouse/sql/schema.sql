@@ -99,7 +99,7 @@ create table if not exists risk_scores (
     year integer not null,
     task varchar not null,
     model_version varchar not null,
-    risk_score double not null,
+    risk_score double,  -- null when no validated variant could score the row (risk_label unknown)
     risk_label varchar not null,
     rank integer not null,
     reasons varchar,

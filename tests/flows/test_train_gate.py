@@ -1,0 +1,75 @@
+"""The gate compares like with like: a candidate judged by a weaker protocol never replaces the champion by itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flows.train import champion_on_same_test, gate_task, register_task, train_task
+from modeling.registry import Registry
+from passos.settings import Settings
+from tests.factories import make_feature_frame, register_model
+
+
+def test_a_cross_validated_candidate_does_not_replace_an_out_of_time_champion(settings: Settings) -> None:
+    registry = Registry.from_settings(settings)
+    champion = register_model(registry, "next_year", kind="logistic", seed=0)
+    registry.promote("next_year", champion, reason="an out-of-time champion")
+    # The newest year's ids changed: no pairs, one labelled pair-year, grouped CV only.
+    frame = make_feature_frame("next_year", years=(2023, 2024), n_per_year=200, seed=2)
+    frame.loc[frame["year"] == 2024, "target"] = np.nan
+    results = train_task.fn(settings, frame, "next_year")
+    assert results["full"].protocol == "grouped_cv"
+    judged = champion_on_same_test(registry, frame, "next_year")
+    assert judged is not None and judged["protocol"] == "out_of_time"
+    verdicts = gate_task.fn(settings, results, judged, 0.5)
+    outcome = register_task.fn(settings, frame, results, verdicts, judged, 0.5)
+    assert outcome["accepted"] is True and outcome["held"] is True
+    assert any("weaker protocol" in reason for reason in outcome["reasons"])
+    assert registry.champion("next_year") == champion  # not replaced
+    meta = registry.metadata("next_year", outcome["version"])
+    assert meta["gate"]["auto_promote"] is False and "grouped_cv" in meta["gate"]["held_reason"]
+    # A person may still decide: the explicit promotion works and says who decided.
+    registry.promote("next_year", outcome["version"], reason="promoted by a person after review")
+    assert registry.champion("next_year") == outcome["version"]
+
+
+def test_the_served_artifact_is_checked_and_described(settings: Settings) -> None:
+    frame = make_feature_frame("current", n_per_year=250, seed=11)
+    results = train_task.fn(settings, frame, "current")
+    verdicts = gate_task.fn(settings, results, None, 0.5)
+    outcome = register_task.fn(settings, frame, results, verdicts, None, 0.5)
+    registry = Registry.from_settings(settings)
+    model, meta = registry.load_checked("current", outcome["version"])
+    assert meta["artifact_check"]["passed"] is True and meta["fit_years"] == [2022, 2023, 2024]
+    assert set(meta["artifact_check"]["per_year"]) == {"2022", "2023", "2024"}
+    assert meta["reliability"]["test_year"] and meta["reliability"]["served_oof"]
+    assert set(meta["variants"]) == {"full", "core", "example"}
+    served = {b.variant for b in model.variants}
+    assert served == {name for name, v in meta["variants"].items() if v["served"] and name != "full"}
+    card = (registry.path("current", outcome["version"]) / "card.md").read_text()
+    assert "## The served artifact" in card and "## Variants" in card and "95 % interval" in card
+    if outcome["accepted"]:
+        assert registry.champion("current") == outcome["version"]
+
+
+@pytest.mark.parametrize("problem", ["below the target"])
+def test_a_failed_artifact_check_blocks_promotion(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    """The candidate passes the gate, but the refitted artifact misses students: no promotion, reason recorded."""
+    import flows.train as train_module
+    from modeling.refit import ArtifactCheck
+
+    def failing(bundle, frame, *, recall_target):  # type: ignore[no-untyped-def]
+        return ArtifactCheck(passed=False, problems=[f"{bundle.variant}: in-sample recall 0.7 on 2024 {problem}"])
+
+    monkeypatch.setattr(train_module, "check_artifact", failing)
+    frame = make_feature_frame("current", n_per_year=200, seed=3)
+    results = train_task.fn(settings, frame, "current")
+    verdicts = gate_task.fn(settings, results, None, 0.5)
+    outcome = register_task.fn(settings, frame, results, verdicts, None, 0.5)
+    registry = Registry.from_settings(settings)
+    assert outcome["accepted"] is False and registry.champion("current") is None
+    assert any(problem in reason for reason in outcome["reasons"])
+    assert registry.metadata("current", outcome["version"])["gate"]["accepted"] is False
