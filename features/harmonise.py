@@ -43,6 +43,7 @@ INDICATOR_TOLERANCE = 0.05
 AGE_RANGE = (4, 40)
 FASE_RANGE = (0, 9)
 DEFASAGEM_RANGE = (-10, 10)
+REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ColumnMap:
     required: list[str]
     indicators: list[str]
     min_indicators: int
+    id_pattern: re.Pattern[str] = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,39}$")
+    redact: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path | None = None) -> ColumnMap:
@@ -66,6 +69,8 @@ class ColumnMap:
             required=list(raw.get("required", [])),
             indicators=list(raw.get("indicators", [])),
             min_indicators=int(raw.get("min_indicators", 0)),
+            id_pattern=re.compile(raw.get("id_pattern", r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,39}$")),
+            redact=tuple(raw.get("redact", [])),
         )
 
 
@@ -89,6 +94,8 @@ class MappedHeader:
     ignored: list[str]  # raw names read and deliberately dropped
     unknown: list[str]  # raw names the map does not know (reported, dropped)
     duplicates: list[str]  # raw names that occur more than once
+    redacted: frozenset[int] = frozenset()  # positions whose values never reach quarantine or data quality
+    id_pattern: re.Pattern[str] | None = None  # the shape of a valid RA (``None``: any)
 
 
 def _fold(text: str) -> str:
@@ -114,6 +121,7 @@ def map_header(header: Sequence[str], year: int, cmap: ColumnMap | None = None) 
     ignored: list[str] = []
     unknown: list[str] = []
     seen: dict[str, int] = {}
+    redacted: set[int] = set()
     compiled = [(_pattern_regex(p), name) for p, name in cmap.patterns]
     for position, raw_name in enumerate(header):
         name = raw_name.strip()
@@ -125,6 +133,8 @@ def map_header(header: Sequence[str], year: int, cmap: ColumnMap | None = None) 
                 if match and _suffix_year(match.group(1)) == year:
                     canonical = target
                     break
+        if any(fnmatch.fnmatchcase(name, glob) or canonical == glob for glob in cmap.redact):
+            redacted.add(position)
         if canonical is not None:
             sources.setdefault(canonical, []).append(position)
         elif any(fnmatch.fnmatchcase(name, glob) for glob in cmap.ignore):
@@ -135,7 +145,14 @@ def map_header(header: Sequence[str], year: int, cmap: ColumnMap | None = None) 
     for positions in sources.values():
         positions.sort(key=lambda p: (-len(header[p].strip()), p))
     duplicates = sorted(name for name, count in seen.items() if count > 1)
-    return MappedHeader(sources=sources, ignored=ignored, unknown=unknown, duplicates=duplicates)
+    return MappedHeader(
+        sources=sources,
+        ignored=ignored,
+        unknown=unknown,
+        duplicates=duplicates,
+        redacted=frozenset(redacted),
+        id_pattern=cmap.id_pattern,
+    )
 
 
 def _suffix_year(suffix: str) -> int:
@@ -405,7 +422,7 @@ def harmonise(
     seen_ra: dict[str, int] = {}
     for offset, raw_row in enumerate(raw_rows):
         line = first_line + offset
-        raw_text = "|".join("" if v is None else str(v) for v in raw_row)[:2000]
+        raw_text = _raw_text(raw_row, mapped.redacted)
         if n_columns is not None and len(raw_row) != n_columns:
             out.rejected.append(Rejected(line, f"row has {len(raw_row)} fields, header has {n_columns}", raw_text))
             continue
@@ -418,10 +435,13 @@ def harmonise(
                 row[column] = parser(value)
             except ValueProblem as problem:
                 row[column] = None
-                issues.append(Issue(line, column, str(value)[:200], str(problem)))
+                if set(positions) & mapped.redacted:
+                    issues.append(Issue(line, column, REDACTED, "unrecognised value (redacted: personal data)"))
+                else:
+                    issues.append(Issue(line, column, str(value)[:200], str(problem)))
             if column == "instituicao":
                 row["instituicao_raw"] = parse_text(value)
-        reason = _check(row, seen_ra)
+        reason = _check(row, seen_ra, mapped.id_pattern)
         if reason:
             out.rejected.append(Rejected(line, reason, raw_text))
             continue
@@ -432,10 +452,21 @@ def harmonise(
     return out
 
 
-def _check(row: dict[str, Any], seen_ra: dict[str, int]) -> str | None:
+def _raw_text(raw_row: Sequence[Any], redacted: frozenset[int]) -> str:
+    """The raw row as one line for quarantine, with names and birth dates replaced by a marker."""
+    cells = (
+        REDACTED if i in redacted and not _blank(v) else "" if v is None else str(v) for i, v in enumerate(raw_row)
+    )
+    return "|".join(cells)[:2000]
+
+
+def _check(row: dict[str, Any], seen_ra: dict[str, int], id_pattern: re.Pattern[str] | None = None) -> str | None:
     ra = row.get("ra")
     if not ra:
         return "missing RA"
+    if id_pattern is not None and not id_pattern.match(ra):
+        # a formula such as =HYPERLINK(...) or @SUM(...) is not an id: the reason does not quote it
+        return "RA is not an id: expected up to 40 letters, digits and . _ / - (a formula or text is not an id)"
     if ra in seen_ra:
         return f"duplicate RA {ra!r} (first on line {seen_ra[ra]})"
     for column in (*INDICATORS, *GRADES):

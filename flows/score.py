@@ -12,6 +12,7 @@ from flows.refresh import refresh_analytics_task
 from modeling.registry import Registry
 from modeling.scoring import score_frame
 from passos.errors import ModelNotFoundError
+from passos.safe_csv import write_csv
 from passos.settings import Settings, get_settings
 from warehouse.connection import connect, replace_rows
 
@@ -50,8 +51,7 @@ def write_scores(settings: Settings, scores: pd.DataFrame, out: str | None) -> i
             params=[*years, *tasks],
         )
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        scores.to_csv(out, index=False)
+        write_csv(scores, Path(out))
     return len(scores)
 
 

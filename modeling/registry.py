@@ -150,6 +150,7 @@ class Registry:
         meta["check_score"] = _verify_model(model, meta, where=f"candidate {task}/{version}", at_save=True)
 
         task_dir.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temp(task)  # a save killed earlier (kill -9) is cleaned at the next write
         # pid: lets remove_stale_temp tell a crashed save from a running one; hex: two saves
         # in one process (threads) never share a directory.
         temp = task_dir / f"{TEMP_PREFIX}{version}-{os.getpid()}-{secrets.token_hex(4)}"

@@ -183,6 +183,22 @@ def require_champion(task: TaskName) -> None:
         raise fail(f"no champion for task {task.value!r}: run `passos train` first", ExitCode.USAGE)
 
 
+def start_flows(message: str) -> None:
+    """Announce a flow command, start Prefect's guarded temporary server, and apply the verbosity.
+
+    Called by each flow command after its arguments were checked: a bad argument never waits for
+    a server. Without ``PREFECT_API_URL`` the server is started here with a watchdog, so that it
+    never outlives the command (passos/server_guard.py).
+    """
+    progress(message)
+    import prefect  # noqa: F401  (Prefect configures its loggers on import: adjust them after)
+
+    from passos.server_guard import start_guarded_server
+
+    configure_prefect_logging()
+    start_guarded_server()
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (not with --quiet): which long step starts."""
     if _state["verbosity"] is not Verbosity.QUIET:
@@ -228,10 +244,9 @@ def ingest(
 
     Exits 3 when a source failed to load (the others are loaded and kept).
     """
-    progress("ingest: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)")
+    start_flows("ingest: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)")
     from flows.ingest import ingest_flow
 
-    configure_prefect_logging()
     summary = ingest_flow(sources=[str(s) for s in source] if source else None)
     _print_rows(summary, ["source", "year", "status", "rows_read", "rows_loaded", "rows_quarantined", "dq_issues"])
     failed = [str(row["source"]) for row in summary if row["status"] == "failed"]
@@ -265,7 +280,9 @@ def sql(
     except duckdb.Error as error:
         raise fail(" ".join(str(error).split()), ExitCode.USAGE) from None
     if output_format is OutputFormat.csv:
-        typer.echo(frame.to_csv(index=False), nl=False)
+        from passos.safe_csv import write_csv
+
+        typer.echo(write_csv(frame), nl=False)
     elif output_format is OutputFormat.json:
         typer.echo(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     else:
@@ -298,10 +315,11 @@ def run(
     ] = None,
 ) -> None:
     """The whole pipeline: ingest, train both tasks, score the latest year, drift report."""
-    progress("run: ingest, train, score, drift (a temporary Prefect server starts first unless PREFECT_API_URL is set)")
+    start_flows(
+        "run: ingest, train, score, drift (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
+    )
     from flows.pipeline import pipeline_flow
 
-    configure_prefect_logging()
     result = pipeline_flow(data_dir=str(data_dir) if data_dir else None, min_recall=min_recall)
     typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -342,12 +360,11 @@ def train(
 ) -> None:
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
     require_warehouse()
-    progress(
+    start_flows(
         f"train {task.value}: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
     )
     from flows.train import train_flow
 
-    configure_prefect_logging()
     result = cast("list[dict[str, Any]]", train_flow(task=task.value, min_recall=min_recall))
     for row in result:
         verdict = "ACCEPTED" if row["accepted"] else "REJECTED"
@@ -369,10 +386,9 @@ def score(
     """Score one year's students with the task's champion into the `risk_scores` table."""
     require_warehouse()
     require_champion(task)
-    progress(f"score {task.value}: starting the flow")
+    start_flows(f"score {task.value}: starting the flow")
     from flows.score import score_flow
 
-    configure_prefect_logging()
     result = score_flow(task=task.value, year=year, out=str(out) if out else None)
     typer.echo(json.dumps(result))
 
@@ -385,10 +401,9 @@ def drift(
 ) -> None:
     """Drift reports: the latest year and the prediction log against each champion's training data."""
     require_warehouse()
-    progress(f"drift {task.value}: starting the flow")
+    start_flows(f"drift {task.value}: starting the flow")
     from flows.drift import drift_flow
 
-    configure_prefect_logging()
     result = drift_flow(task=task.value, year=year, window_days=window_days)
     typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -488,10 +503,9 @@ def batch_score(
     if source is None:
         require_warehouse()
     require_champion(task)
-    progress(f"batch-score {task.value}: starting the flow")
+    start_flows(f"batch-score {task.value}: starting the flow")
     from flows.batch_score import batch_score_flow
 
-    configure_prefect_logging()
     result = batch_score_flow(
         task=task.value,
         source=str(source) if source else None,

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # scale-out
     dask_address: str | None = None
 
+    # input files: a bound on every source, checked before it is parsed (README "Security")
+    source_max_bytes: int = Field(
+        default=100_000_000, ge=1024, description="Largest input file; for a workbook also its unpacked size."
+    )
+    source_max_columns: int = Field(default=500, ge=10, description="Widest header an input table may have.")
+    source_max_cells: int = Field(default=10_000_000, ge=1000, description="Cells read from one CSV or sheet.")
+
     # warehouse access
     warehouse_lock_retries: int = Field(default=5, ge=0)
     warehouse_lock_wait_s: float = Field(default=1.0, ge=0.0)

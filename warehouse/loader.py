@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +20,7 @@ import pandas as pd
 
 from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise, map_header
 from passos.errors import SourceError
-from warehouse.sources import Discovery, YearTable
+from warehouse.sources import Discovery, YearTable, brief
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ def validate_header(table: YearTable) -> None:
     if missing:
         raw_names = {canon: raw for raw, canon in cmap.exact.items()}
         names = ", ".join(f"{c!r} (e.g. {raw_names.get(c, c)!r})" for c in missing)
+        # the header is not quoted: a misplaced or symlinked file's content stays out of notes and logs
         raise SourceError(
-            table.origin, f"not a PEDE table: missing column(s) {names}; header starts {table.header[:5]}"
+            table.origin, f"not a PEDE table: missing column(s) {names} in a header of {len(table.header)}"
         )
     have = [c for c in cmap.indicators if c in mapped.sources]
     if len(have) < cmap.min_indicators:
@@ -66,14 +69,25 @@ def validate_header(table: YearTable) -> None:
         )
 
 
+def _names(table: YearTable, names: list[str]) -> str:
+    """Column names for a log line: a bounded list, and none from a symlinked file (its target could be anything)."""
+    return "(names withheld: the source is a symbolic link)" if table.linked else brief(names)
+
+
 def harmonise_table(table: YearTable) -> Harmonised:
     """Validate and harmonise one table (pure apart from logging)."""
     validate_header(table)
     mapped = map_header(table.header, table.year)
     if mapped.duplicates:
-        log.info("%s: repeated column(s) %s merged (first non-empty value wins)", table.origin, mapped.duplicates)
+        log.info(
+            "%s: repeated column(s) %s merged (first non-empty value wins)",
+            table.origin,
+            _names(table, mapped.duplicates),
+        )
     if mapped.unknown:
-        log.warning("%s: unknown column(s) ignored: %s", table.origin, mapped.unknown)
+        log.warning(
+            "%s: %d unknown column(s) ignored %s", table.origin, len(mapped.unknown), _names(table, mapped.unknown)
+        )
     return harmonise(table.rows, mapped, table.year, first_line=table.first_line, n_columns=len(table.header))
 
 
@@ -83,7 +97,7 @@ class LoadResult:
 
     source: str
     year: int | None
-    status: str  # loaded | unchanged | skipped | failed
+    status: str  # loaded | unchanged | skipped | failed (a run's own row: running | interrupted | failed)
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
@@ -122,6 +136,50 @@ def record_failure(
     result = LoadResult(error.source, year, "failed", note=error.problem)
     _record_run(con, run_id, "", result, _now())
     return result
+
+
+RUN_ROW = "(ingest run)"  # the source name of a run's own row in ingest_runs
+
+
+def mark_stale_runs(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """Mark ``running`` rows as ``interrupted``: their process was killed (e.g. ``kill -9``).
+
+    Called by a run that holds the warehouse for writing, so no other run can be in progress.
+    """
+    stale = con.execute("select count(*) from ingest_runs where status = 'running'").fetchall()[0][0]
+    if stale:
+        con.execute(
+            "update ingest_runs set status = 'interrupted', finished_at = ?, "
+            "note = 'stopped without finishing (process killed); found by run ' || ? where status = 'running'",
+            [_now(), run_id],
+        )
+        log.warning("%d ingest run(s) were killed before finishing: marked interrupted in ingest_runs", stale)
+    return int(stale)
+
+
+@contextmanager
+def tracked_run(con: duckdb.DuckDBPyConnection, run_id: str, description: str) -> Iterator[None]:
+    """Record the run in ``ingest_runs`` (source ``(ingest run)``) while it lasts.
+
+    The row says ``running`` until the run ends; then it is removed (each source has its own
+    row) unless the run was stopped: Ctrl-C or SIGTERM make it ``interrupted``, an unexpected
+    error ``failed``. A kill -9 leaves ``running``, which the next run marks ``interrupted``.
+    """
+    mark_stale_runs(con, run_id)
+    started = _now()
+    _record_run(con, run_id, "", LoadResult(RUN_ROW, None, "running", note=description), started)
+    try:
+        yield
+    except BaseException as error:
+        # KeyboardInterrupt, SystemExit and Prefect's TerminationSignal are not Exceptions
+        status = "failed" if isinstance(error, Exception) else "interrupted"
+        con.execute(
+            "update ingest_runs set status = ?, note = ?, finished_at = ? "
+            "where run_id = ? and source = ? and status = 'running'",
+            [status, f"{status} by {type(error).__name__}; {description}", _now(), run_id, RUN_ROW],
+        )
+        raise
+    con.execute("delete from ingest_runs where run_id = ? and source = ? and status = 'running'", [run_id, RUN_ROW])
 
 
 def current_sha(con: duckdb.DuckDBPyConnection, year: int) -> str | None:

@@ -3,23 +3,45 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from passos.errors import SourceError
+from passos.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 CSV_NAME = re.compile(r"^pede_(\d{4})\.csv$", re.IGNORECASE)
 SHEET_NAME = re.compile(r"^\s*PEDE\s*(\d{4})\s*$", re.IGNORECASE)
 MAX_FIELD = 1_000_000
+# A physical CSV line may hold one field of MAX_FIELD characters and the separators around it;
+# longer lines are refused before the csv module turns them into millions of fields.
+MAX_LINE = MAX_FIELD + 65_536
+_CHUNK = 1 << 20
+_BLANK = " ,\t\r\n"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one source, checked while it is read so that memory and time stay bounded."""
+
+    max_bytes: int = 100_000_000
+    max_columns: int = 500
+    max_cells: int = 10_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Limits:
+        settings = settings or get_settings()
+        return cls(settings.source_max_bytes, settings.source_max_columns, settings.source_max_cells)
 
 
 @dataclass
@@ -34,6 +56,7 @@ class YearTable:
     header: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     first_line: int = 2
+    linked: bool = False  # the file is a symbolic link: its content is never quoted in notes or logs
 
 
 @dataclass
@@ -44,107 +67,206 @@ class Discovery:
     errors: list[SourceError] = field(default_factory=list)
 
 
-def discover(paths: Iterable[Path]) -> Discovery:
-    """Read every PEDE table under ``paths`` (folders or files). Bad files become errors, not exceptions."""
-    found = Discovery()
+def source_files(paths: Iterable[Path]) -> tuple[list[Path], list[SourceError]]:
+    """The input files under ``paths`` (folders or files), and an error for each path that does not exist.
+
+    Only names are looked at: nothing is opened, so this is cheap to retry and to pass around.
+    """
+    files: list[Path] = []
+    errors: list[SourceError] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".xlsx"))
-            files = [p for p in files if p.suffix.lower() == ".xlsx" or CSV_NAME.match(p.name)]
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".csv", ".xlsx"))
+            files.extend(p for p in found if p.suffix.lower() == ".xlsx" or CSV_NAME.match(p.name))
         elif path.is_file():
-            files = [path]
+            files.append(path)
         else:
-            found.errors.append(SourceError(str(path), "no such file or folder"))
-            continue
-        for file in files:
-            try:
-                if file.suffix.lower() == ".xlsx":
-                    found.tables.extend(read_workbook(file))
-                else:
-                    found.tables.append(read_csv(file))
-            except SourceError as error:
-                log.error("%s", error)
-                found.errors.append(error)
+            errors.append(SourceError(str(path), "no such file or folder"))
+    return files, errors
+
+
+def discover(paths: Iterable[Path], limits: Limits | None = None) -> Discovery:
+    """Read every PEDE table under ``paths`` (folders or files). Bad files become errors, not exceptions."""
+    limits = limits or Limits.from_settings()
+    files, errors = source_files(paths)
+    found = Discovery(errors=errors)
+    for file in files:
+        try:
+            if file.suffix.lower() == ".xlsx":
+                found.tables.extend(read_workbook(file, limits))
+            else:
+                found.tables.append(read_csv(file, limits))
+        except SourceError as error:
+            log.error("%s", error)
+            found.errors.append(error)
     return found
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def brief(names: Iterable[str], shown: int = 8, width: int = 40) -> str:
+    """A short, bounded rendering of a list of names for a log line or a note."""
+    items = list(names)
+    parts = [repr(n if len(n) <= width else n[:width] + "…") for n in items[:shown]]
+    more = f" and {len(items) - shown:,} more" if len(items) > shown else ""
+    return "[" + ", ".join(parts) + more + "]"
 
 
-def read_csv(path: Path) -> YearTable:
-    """Read a ``pede_YYYY.csv`` (UTF-8, comma-separated).
+def _check_size(path: Path, limits: Limits) -> int:
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise SourceError(
+            path.name, f"{size:,} bytes is over the limit of {limits.max_bytes:,} (PASSOS_SOURCE_MAX_BYTES)"
+        )
+    return size
+
+
+def _check_csv_bytes(path: Path) -> str:
+    """Hash the file in chunks and check it is non-empty, text and UTF-8, without holding it in memory."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    blank = True
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            if offset == 0 and b"\x00" in chunk[:4096]:
+                raise SourceError(path.name, "binary content, not a CSV file")
+            digest.update(chunk)
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                where = offset + error.start
+                raise SourceError(
+                    path.name, f"not UTF-8 (a byte at offset {where:,} is not valid UTF-8); re-export it as UTF-8"
+                ) from None
+            blank = blank and not chunk.strip()
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise SourceError(path.name, "not UTF-8 (the file ends inside a character); re-export it as UTF-8") from None
+    if blank:
+        raise SourceError(path.name, "file is empty")
+    return digest.hexdigest()
+
+
+def _bounded_lines(handle: io.TextIOBase, name: str) -> Iterator[str]:
+    """The file's lines for the csv module, refusing one longer than :data:`MAX_LINE` before it
+    is parsed, and dropping blank lines (only commas and spaces) outside quoted fields unparsed:
+    a file of millions of empty records costs a scan, not millions of parsed rows."""
+    quoted = False  # inside a quoted field that spans lines (an odd number of quotes so far)
+    while line := handle.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE:
+            raise SourceError(name, f"a line longer than {MAX_LINE:,} characters: not a PEDE table")
+        if not quoted and not line.strip(_BLANK):
+            continue
+        quoted ^= line.count('"') % 2 == 1
+        yield line
+
+
+def read_csv(path: Path, limits: Limits | None = None) -> YearTable:
+    """Read a ``pede_YYYY.csv`` (UTF-8, comma-separated), streaming it within ``limits``.
 
     Raises:
-        SourceError: the name has no year, the file is empty, not UTF-8, or not comma-separated.
+        SourceError: the name has no year; the file is over a limit, empty, not UTF-8, or not
+            comma-separated.
     """
+    limits = limits or Limits.from_settings()
     match = CSV_NAME.match(path.name)
     if not match:
         raise SourceError(path.name, "cannot tell the year: CSV files must be named pede_YYYY.csv")
-    data = path.read_bytes()
-    if not data.strip():
-        raise SourceError(path.name, "file is empty")
-    if b"\x00" in data[:4096]:
-        raise SourceError(path.name, "binary content, not a CSV file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SourceError(
-            path.name, f"not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); re-export it as UTF-8"
-        ) from None
+    _check_size(path, limits)
+    sha = _check_csv_bytes(path)
     csv.field_size_limit(MAX_FIELD)
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as error:
-        raise SourceError(path.name, f"malformed CSV: {error}") from None
-    header = records[0] if records else []
-    if len(header) <= 1 and header and ";" in header[0]:
-        raise SourceError(path.name, "separator is ';' but PEDE files are comma-separated")
+    header: list[str] = []
+    rows: list[list[str]] = []
+    cells = 0
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(_bounded_lines(handle, path.name))
+        try:
+            header = next(reader, [])
+            if len(header) > limits.max_columns:
+                raise SourceError(
+                    path.name,
+                    f"header has {len(header):,} columns, over the limit of {limits.max_columns:,} "
+                    "(PASSOS_SOURCE_MAX_COLUMNS): not a PEDE table",
+                )
+            if len(header) <= 1 and header and ";" in header[0]:
+                raise SourceError(path.name, "separator is ';' but PEDE files are comma-separated")
+            for record in reader:
+                if not any(cell.strip() for cell in record):
+                    continue
+                cells += len(record)
+                if cells > limits.max_cells:
+                    raise SourceError(
+                        path.name,
+                        f"more than {limits.max_cells:,} cells (PASSOS_SOURCE_MAX_CELLS)",
+                    )
+                rows.append(record)
+        except csv.Error as error:
+            raise SourceError(path.name, f"malformed CSV: {error}") from None
     return YearTable(
         origin=path.name,
         path=path,
         year=int(match.group(1)),
         kind="csv",
-        sha256=_sha256(data),
+        sha256=sha,
         header=[h.strip() for h in header],
-        rows=[r for r in records[1:] if any(cell.strip() for cell in r)],
+        rows=rows,
+        linked=path.is_symlink(),
     )
 
 
-def read_workbook(path: Path) -> list[YearTable]:
-    """Read every ``PEDEYYYY`` sheet of a workbook, cells rendered as the CSV export renders them."""
+def _check_workbook_size(path: Path, limits: Limits) -> None:
+    """Refuse a workbook whose parts unpack to more than the byte limit (a zip bomb), before parsing."""
+    _check_size(path, limits)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise SourceError(path.name, f"not a readable .xlsx workbook ({type(error).__name__})") from None
+    if unpacked > limits.max_bytes:
+        raise SourceError(
+            path.name,
+            f"unpacks to {unpacked:,} bytes, over the limit of {limits.max_bytes:,} (PASSOS_SOURCE_MAX_BYTES)",
+        )
+
+
+def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
+    """Read every ``PEDEYYYY`` sheet of a workbook, cells rendered as the CSV export renders them.
+
+    Rows are streamed: the size a sheet claims for itself (its ``dimension``) is ignored, so a
+    sheet that claims to end at ``XFD1048576`` costs only the cells it really holds, and a sheet
+    over the cell budget is refused by name.
+    """
     import openpyxl
 
+    limits = limits or Limits.from_settings()
+    _check_workbook_size(path, limits)
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises many types for a broken file
-        raise SourceError(path.name, f"not a readable .xlsx workbook ({type(error).__name__}: {error})") from None
+        raise SourceError(path.name, f"not a readable .xlsx workbook ({type(error).__name__})") from None
     tables = []
     try:
         for sheet_name in book.sheetnames:
             match = SHEET_NAME.match(sheet_name)
             if not match:
-                log.info("%s: sheet %r ignored (not PEDEYYYY)", path.name, sheet_name)
+                log.info("%s: sheet %s ignored (not PEDEYYYY)", path.name, brief([sheet_name]))
                 continue
-            rows = [[_cell_text(v) for v in row] for row in book[sheet_name].iter_rows(values_only=True)]
-            while rows and not any(rows[-1]):
-                rows.pop()
-            if not rows:
+            origin = f"{path.name}[{sheet_name}]"
+            header, body = _read_sheet(book[sheet_name], origin, limits)
+            if not header:
                 continue
-            header = [h.strip() for h in rows[0]]
-            while header and not header[-1]:
-                header.pop()
-            body = [r[: len(header)] for r in rows[1:] if any(r)]
             digest = _sha256("\n".join("\x1f".join(r) for r in [header, *body]).encode())
             tables.append(
                 YearTable(
-                    origin=f"{path.name}[{sheet_name}]",
+                    origin=origin,
                     path=path,
                     year=int(match.group(1)),
                     kind="xlsx",
                     sha256=digest,
                     header=header,
                     rows=body,
+                    linked=path.is_symlink(),
                 )
             )
     finally:
@@ -152,6 +274,45 @@ def read_workbook(path: Path) -> list[YearTable]:
     if not tables:
         raise SourceError(path.name, "workbook has no PEDEYYYY sheet")
     return tables
+
+
+def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], list[list[str]]]:
+    """A sheet's header and non-empty rows (each as wide as the header), read within ``limits``."""
+    sheet.reset_dimensions()  # trust the cells, not the size the file claims
+    header: list[str] = []
+    body: list[list[str]] = []
+    cells = 0
+    for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+        if not any(v is not None and v != "" for v in row):
+            continue
+        if len(row) > limits.max_columns and any(v is not None and v != "" for v in row[limits.max_columns :]):
+            raise SourceError(
+                origin,
+                f"row {number:,} has a cell in column {len(row):,}, past the limit of {limits.max_columns:,} "
+                "(PASSOS_SOURCE_MAX_COLUMNS): not a PEDE table",
+            )
+        cells += len(row)
+        if cells > limits.max_cells:
+            raise SourceError(origin, f"more than {limits.max_cells:,} cells (PASSOS_SOURCE_MAX_CELLS)")
+        if not header:
+            header = [_cell_text(v).strip() for v in row]
+            while header and not header[-1]:
+                header.pop()
+            if len(header) > limits.max_columns:
+                raise SourceError(
+                    origin,
+                    f"header has {len(header):,} columns, over the limit of {limits.max_columns:,} "
+                    "(PASSOS_SOURCE_MAX_COLUMNS): not a PEDE table",
+                )
+            continue
+        text = [_cell_text(v) for v in row[: len(header)]]
+        if any(text):
+            body.append(text + [""] * (len(header) - len(text)))
+    return header, body
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _cell_text(value: Any) -> str:

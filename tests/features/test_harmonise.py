@@ -228,3 +228,35 @@ def test_harmonise_recovers_fase_and_age_from_other_columns() -> None:
     assert row["fase"] == 2  # fase ideal 3 + defasagem -1
     assert row["ano_nasc"] == 2012 and row["idade"] == 12
     assert [i.column for i in out.issues] == ["fase"]
+
+
+@pytest.mark.parametrize(
+    "ra",
+    ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", '+HYPERLINK("http://x")', "-2+3", "\t=1+1", "RA 1"],
+)
+def test_an_id_that_is_not_an_id_goes_to_quarantine_without_being_quoted(ra: str) -> None:
+    out = _rows(
+        HEADER, [ra, "3", "12", "5", "5", "7", "0", "Fase 3", ""], ["RA-2", "3", "12", "5", "5", "7", "0", "3", ""]
+    )
+    (rejected,) = out.rejected
+    assert rejected.reason.startswith("RA is not an id") and ra not in rejected.reason
+    assert [r["ra"] for r in out.rows] == ["RA-2"]
+
+
+@pytest.mark.parametrize("ra", ["RA-1", "RA-12345", "A", "S00001", "2024.17", "x_y/z"])
+def test_ordinary_ids_are_kept(ra: str) -> None:
+    assert [r["ra"] for r in _rows(HEADER, [ra, "3", "12", "5", "5", "7", "0", "Fase 3", ""]).rows] == [ra]
+
+
+def test_quarantine_and_issues_keep_no_names_or_birth_dates() -> None:
+    header = ["RA", "Nome Anonimizado", "Fase", "IAA", "IDA", "IPV", "Ano nasc", "Data de Nasc", "Defasagem"]
+    out = _rows(
+        header,
+        ["RA-1", "Aluno 4711", "3", "11.5", "5", "7", "2011", "6/17/2011", "0"],  # quarantined: iaa > 10
+        ["RA-2", "Aluna 4712", "3", "5", "5", "7", "2012", "31/31/2012", "0"],  # loaded; the date is an issue
+    )
+    (rejected,) = out.rejected
+    assert "4711" not in rejected.raw and "2011" not in rejected.raw and "6/17" not in rejected.raw
+    assert rejected.raw == "RA-1|<redacted>|3|11.5|5|7|<redacted>|<redacted>|0"
+    (issue,) = out.issues
+    assert issue.column == "data_nasc" and "2012" not in issue.raw + issue.problem

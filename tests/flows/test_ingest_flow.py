@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,35 @@ def test_a_held_warehouse_fails_the_flow_cleanly_and_writes_nothing(
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert con.execute("select count(*) from students").fetchall() == [(0,)]
         assert con.execute("select count(*) from ingest_runs").fetchall() == [(0,)]
+
+
+def test_formulas_in_ids_are_quarantined_and_csv_output_is_neutralised(
+    prefect_harness: None, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [
+        'RA-1,ALFA,=HYPERLINK("http://evil"),8,Menina,8,7,6,5,7,5,-1,ALFA',
+        "=cmd|' /C calc'!A0,ALFA,1A,8,Menina,8,7,6,5,7,5,-1,ALFA",
+        "@SUM(1+1),ALFA,1A,8,Menina,8,7,6,5,7,5,-1,ALFA",
+    ]
+    header = HEADER.replace("RA,Fase,", "RA,Fase,Turma,")
+    (folder / "pede_2030.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest", "--source", str(folder)]).exit_code == 0
+    result = runner.invoke(app, ["sql", "select ra, turma, defasagem from students", "--format", "csv"])
+    assert result.exit_code == 0 and result.output == 'ra,turma,defasagem\nRA-1,"\'=HYPERLINK(""http://evil"")",-1\n'
+    result = runner.invoke(app, ["sql", "select line, reason from quarantine order by line", "--format", "json"])
+    quarantined = json.loads(result.output)
+    assert [q["line"] for q in quarantined] == [3, 4], quarantined
+    assert all(q["reason"].startswith("RA is not an id") for q in quarantined)
+
+
+def test_the_flow_passes_file_names_between_tasks_not_rows(real_data: Path) -> None:
+    import pickle
+
+    from flows.ingest import list_sources_task
+
+    files = list_sources_task.fn([str(real_data), str(real_data / "missing")])
+    assert all(isinstance(f, str) for f in files) and str(real_data / "pede_2024.csv") in files
+    assert len(pickle.dumps(files)) < 2_000  # the rows (about 1 MB here) are read by the load task

@@ -566,3 +566,19 @@ def test_concurrent_promotes_keep_a_valid_pointer(registry: Registry) -> None:
     assert len(pointer["history"]) == 2 * per_process - 1
     assert sorted([*pointer["history"], pointer["version"]]) == versions
     assert not [p for p in (registry.root / TASK).iterdir() if ".champion.json.tmp" in p.name]
+
+
+def test_the_next_save_removes_the_leftovers_of_a_killed_save(registry: Registry) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs: a save killed by kill -9
+    stale = registry.root / TASK / f".tmp-v-old-{gone.pid}-00aa11bb"
+    stale.mkdir(parents=True)
+    (stale / "model.joblib").write_bytes(b"half a model")
+    live = registry.root / TASK / f".tmp-v-live-{os.getpid()}-00cc22dd"
+    live.mkdir()
+    assert registry.save(TASK, make_model(), make_metadata(), version="v-next") == "v-next"
+    assert not stale.exists()
+    assert live.is_dir()  # a save still running in a live process is left alone

@@ -1,0 +1,245 @@
+"""Hostile input files cost bounded memory and time: each is refused by name and the rest still loads.
+
+The memory bounds are measured on a real ingest in a subprocess (its peak RSS from ``wait4``); a
+guard thread kills the subprocess past the bound so that a regression fails the test instead of
+exhausting the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from passos.errors import SourceError
+from passos.settings import Settings
+from warehouse import loader
+from warehouse.connection import connect
+from warehouse.sources import MAX_LINE, Limits, discover, read_csv, read_workbook
+
+HEADER = "RA,Fase,Idade,Gênero,IAA,IEG,IPS,IDA,IPV,IAN,Defasagem,Fase Ideal"
+ROW = "RA-{i},FASE 2,11,Feminino,8.5,7,6,5.5,7.1,5,-1,Fase 3 (7º e 8º ano)"
+MEMORY_BOUND = 1_500_000_000  # the issue's bound on the whole ingest process
+
+INGEST = """
+import json, sys, time
+from pathlib import Path
+from warehouse import loader
+from warehouse.connection import connect
+from warehouse.sources import discover
+started = time.monotonic()
+with connect() as con:
+    results = loader.ingest(con, "bounded", discover([Path(sys.argv[1])]))
+print(json.dumps({
+    "seconds": time.monotonic() - started,
+    "results": {r.source: {"status": r.status, "loaded": r.rows_loaded, "note": r.note} for r in results},
+}))
+"""
+
+
+def good_csv(path: Path, n: int = 5) -> Path:
+    path.write_text("\n".join([HEADER, *(ROW.format(i=i) for i in range(n))]) + "\n", encoding="utf-8")
+    return path
+
+
+def bomb_workbook(path: Path) -> Path:
+    """A 5 KB workbook whose sheet PEDE2030 ends at XFD1048576 (one cell there, nothing between)."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "PEDE2030"
+    sheet.append(HEADER.split(","))
+    sheet.append(ROW.format(i=1).split(","))
+    sheet["XFD1048576"] = "x"
+    book.save(path)
+    return path
+
+
+def _status(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field in bytes (0 once the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_ingest(folder: Path, home: Path, **env: str) -> tuple[dict[str, Any], int]:
+    """Ingest ``folder`` in a subprocess; its JSON summary and its own peak RSS in bytes.
+
+    The peak is the child's high-water mark (``VmHWM``, sampled every 50 ms). ``wait4``'s
+    ``ru_maxrss`` is checked against the bound too: it is an upper bound, as Linux counts the
+    parent's size at fork in it.
+    """
+    out, err = home.parent / "ingest.out", home.parent / "ingest.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", INGEST, str(folder)],
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "PASSOS_HOME": str(home), **env},
+        )
+    done = threading.Event()
+    high = [0]
+
+    def guard() -> None:
+        while not done.is_set():
+            high[0] = max(high[0], _status(child.pid, "VmHWM"))
+            if _status(child.pid, "VmRSS") > MEMORY_BOUND:
+                os.kill(child.pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=guard, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    watcher.join(timeout=5)
+    assert usage.ru_maxrss * 1024 < MEMORY_BOUND, f"peak RSS at most {usage.ru_maxrss / 1e3:.0f} MB"
+    assert child.returncode == 0, err.read_text()[-2000:]
+    return json.loads(out.read_text()), high[0]
+
+
+@pytest.mark.integration
+def test_a_workbook_bomb_is_refused_in_bounded_memory_and_the_rest_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bomb = bomb_workbook(folder / "bomb.xlsx")
+    assert bomb.stat().st_size < 10_000
+    good_csv(folder / "pede_2031.csv")
+    summary, _ = run_ingest(folder, tmp_path / "home")
+    results = summary["results"]
+    assert results["bomb.xlsx[PEDE2030]"]["status"] == "failed"
+    assert "row 1,048,576 has a cell in column 16,384" in results["bomb.xlsx[PEDE2030]"]["note"]
+    assert results["pede_2031.csv"] == {"status": "loaded", "loaded": 5, "note": ""}
+    assert summary["seconds"] < 60
+
+
+def test_a_bomb_within_the_limits_costs_only_its_real_cells(tmp_path: Path) -> None:
+    (table,) = read_workbook(bomb_workbook(tmp_path / "bomb.xlsx"), Limits(max_columns=20_000))
+    assert table.header == HEADER.split(",")
+    assert len(table.rows) == 1 and len(table.rows[0]) == len(table.header)
+
+
+@pytest.mark.integration
+def test_a_large_file_of_commas_is_fast_and_small(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "pede_2030.csv").open("w", encoding="utf-8") as handle:
+        handle.write(HEADER + "\n")
+        line = "," * 11 + "\n"
+        handle.write(line * (40_000_000 // len(line)))  # 40 MB of commas, under the byte limit
+    (folder / "pede_2031.csv").write_text("," * 2_000_000 + "\n", encoding="utf-8")  # one 2 MB line
+    good_csv(folder / "pede_2032.csv")
+    summary, peak = run_ingest(folder, tmp_path / "home")
+    results = summary["results"]
+    assert results["pede_2030.csv"]["status"] == "loaded" and results["pede_2030.csv"]["loaded"] == 0
+    assert results["pede_2031.csv"]["status"] == "failed" and "longer than" in results["pede_2031.csv"]["note"]
+    assert results["pede_2032.csv"]["loaded"] == 5
+    assert peak < 500_000_000, f"peak RSS {peak / 1e6:.0f} MB"
+    assert summary["seconds"] < 90
+
+
+def test_a_source_over_the_size_limit_is_refused_by_name_before_parsing(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    big = folder / "pede_2030.csv"
+    with big.open("wb") as handle:
+        handle.truncate(200_000_000)  # 200 MB (sparse): never read, only its size is looked at
+    good_csv(folder / "pede_2031.csv")
+    started = time.monotonic()
+    found = discover([folder], Limits(max_bytes=100_000_000))
+    assert time.monotonic() - started < 5
+    (error,) = found.errors
+    assert error.source == "pede_2030.csv" and "200,000,000 bytes is over the limit" in error.problem
+    assert [t.origin for t in found.tables] == ["pede_2031.csv"]
+
+
+def test_a_workbook_that_unpacks_past_the_limit_is_refused(tmp_path: Path) -> None:
+    path = bomb_workbook(tmp_path / "bomb.xlsx")
+    with pytest.raises(SourceError, match=r"unpacks to [\d,]+ bytes, over the limit of 6,000"):
+        read_workbook(path, Limits(max_bytes=6_000))
+
+
+@pytest.mark.parametrize(
+    ("content", "limits", "problem"),
+    [
+        (HEADER + "," * 600 + "\n" + ROW.format(i=1) + "\n", Limits(), "header has 612 columns, over the limit of 500"),
+        (
+            HEADER + "\n" + "\n".join(ROW.format(i=i) for i in range(200)),
+            Limits(max_cells=1200),
+            "more than 1,200 cells",
+        ),
+        (HEADER + "\n" + "x" * (MAX_LINE + 10) + "\n", Limits(), "a line longer than"),
+    ],
+)
+def test_csv_limits_name_the_file_and_the_limit(tmp_path: Path, content: str, limits: Limits, problem: str) -> None:
+    path = tmp_path / "pede_2030.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(SourceError, match=problem) as caught:
+        read_csv(path, limits)
+    assert caught.value.source == "pede_2030.csv"
+
+
+def test_a_two_million_column_header_logs_short_lines(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    wide = HEADER + "".join(f",c{i}" for i in range(2_000_000))  # 18 MB of header
+    (folder / "pede_2030.csv").write_text(wide + "\n" + ROW.format(i=1) + "\n", encoding="utf-8")
+    good_csv(folder / "pede_2031.csv")
+    caplog.set_level(logging.DEBUG)
+    with connect(settings) as con:
+        results = {r.source: r for r in loader.ingest(con, "wide", discover([folder]))}
+    assert results["pede_2030.csv"].status == "failed" and "longer than" in results["pede_2030.csv"].note
+    assert results["pede_2031.csv"].status == "loaded"
+    assert len(results["pede_2030.csv"].note) < 200
+    assert max(len(r.getMessage()) for r in caplog.records) < 300
+
+
+def test_unknown_columns_are_logged_as_a_short_bounded_list(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pede_2030.csv"
+    path.write_text(HEADER + "".join(f",extra{i}" for i in range(300)) + "\n" + ROW.format(i=1) + "," * 300 + "\n")
+    caplog.set_level(logging.INFO)
+    loader.harmonise_table(read_csv(path, Limits()))
+    (line,) = [r.getMessage() for r in caplog.records if "unknown column" in r.getMessage()]
+    assert "300 unknown column(s)" in line and "and 292 more" in line and len(line) < 300
+
+
+def test_a_symlinked_source_never_puts_its_target_in_notes_or_logs(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secrets_file = tmp_path / "elsewhere" / ".env"
+    secrets_file.parent.mkdir()
+    secrets_file.write_text("PASSOS_API_KEY=hunter2-top-secret\nLANGFUSE_SECRET_KEY=sk-lf-also-secret\n")
+    pede_like = tmp_path / "elsewhere" / "other.csv"
+    pede_like.write_text(HEADER + ",private-column-name\n" + ROW.format(i=1) + ",x\n")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "pede_2030.csv").symlink_to(secrets_file)
+    (folder / "pede_2031.csv").symlink_to(pede_like)
+    caplog.set_level(logging.DEBUG)
+    with connect(settings) as con:
+        results = {r.source: r for r in loader.ingest(con, "links", discover([folder]))}
+        notes = " ".join(row[0] or "" for row in con.execute("select note from ingest_runs").fetchall())
+    assert results["pede_2030.csv"].status == "failed" and "missing column" in results["pede_2030.csv"].note
+    assert results["pede_2031.csv"].status == "loaded"
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for secret in ("hunter2", "PASSOS_API_KEY", "sk-lf", "private-column-name"):
+        assert secret not in notes and secret not in logged
