@@ -21,6 +21,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.states import Completed, Failed
 
 from features.featuresets import TASKS
+from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
 from flows.train import TaskChoice
 from modeling.registry import Registry
@@ -229,6 +230,7 @@ def drift_flow(
         )
         if removed:
             logger.info("pruned %d old drift reports", len(removed))
+        refresh_analytics_task(settings)
         index = write_index(settings.reports_dir, scan_entries(settings.reports_dir))
     create_markdown_artifact(
         key="drift-verdicts", markdown=_markdown(rows, skipped), description="Drift verdicts and their reasons"

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
+from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
 from modeling.bundle import ModelBundle
 from modeling.card import served_sections, write_card
@@ -360,6 +361,7 @@ def train_flow(task: TaskChoice = "all") -> Any:
             )
             outcomes.append(outcome)
         sync_registry_task(settings)
+        refresh_analytics_task(settings)
     create_markdown_artifact(key="train-verdicts", markdown=_markdown(outcomes), description="Recall gate verdicts")
     rejected = sorted(o["task"] for o in outcomes if not o["accepted"])
     if rejected:

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         return self.home / "warehouse.duckdb"
 
     @property
+    def analytics_path(self) -> Path:
+        """The analysts' copy of the warehouse, replaced after every flow that writes (never locked by them)."""
+        return self.home / "analytics.duckdb"
+
+    @property
     def parquet_dir(self) -> Path:
         return self.home / "parquet"
 
