@@ -12,6 +12,8 @@ export PASSOS_HOME ?= $(CURDIR)/var
 export PREFECT_HOME ?= $(PASSOS_HOME)/prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+# Prefect's temporary server may take more than its default 20 s to start on a busy machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 .PHONY: install run pipeline serve test lint format bench clean id-salt
 
