@@ -27,12 +27,14 @@ def main() -> None:
         version = registry.champion(task) or versions[0]["version"]
         meta = registry.metadata(task, version)
         boot = meta["metrics"]["test"].get("bootstrap_95")
-        for name, variant in meta["variants"].items():
+        test_year = f"{meta['test_year']}→{meta['test_year'] + 1}" if task == "next_year" else meta["test_year"]
+        order = ("full", "core", "example")
+        for name, variant in sorted(meta["variants"].items(), key=lambda item: order.index(item[0])):
             test = variant["out_of_time"]
             extra = boot if name == "full" else None
             served = "yes" if variant["served"] else "no: " + "; ".join(variant["gate"].get("reasons", []))
             print(
-                f"| `{task}` ({meta['test_year']}) | {name} | {variant['kind']} | {_fmt(test['recall'])}"
+                f"| `{task}` ({test_year}) | {name} | {variant['kind']} | {_fmt(test['recall'])}"
                 f"{_interval(extra, 'recall')} | {_fmt(test['precision'])}{_interval(extra, 'precision')} | "
                 f"{_fmt(test['roc_auc'])}{_interval(extra, 'roc_auc')} | {served} |"
             )

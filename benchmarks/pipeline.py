@@ -97,12 +97,14 @@ def main() -> None:
 
         os.environ["PASSOS_HOME"] = str(root / "pipeline")
         os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+        os.environ.setdefault("PASSOS_GATE_MIN_RECALL_CURRENT", "0.75")
+        os.environ.setdefault("PASSOS_GATE_MIN_RECALL_NEXT_YEAR", "0.75")
         (root / "prefect").mkdir(exist_ok=True)
         get_settings.cache_clear()
         from flows.pipeline import pipeline_flow
 
         started = time.perf_counter()
-        pipeline_flow(data_dir=str(args.data), min_recall=0.75)
+        pipeline_flow(data_dir=str(args.data), return_state=True)
         results["whole_pipeline_real_data_s"] = round(time.perf_counter() - started, 2)
     save(args.name, results)
 

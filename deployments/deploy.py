@@ -12,14 +12,19 @@ Two choices matter to ops:
   stay active; runs due while the process is down show as *Late* in the UI and start as soon
   as it is back.
 * the flows raise on errors, so a retrain that fails shows as *Failed* (red) in the UI, with
-  the traceback in its logs. A candidate that the recall gate rejects is not a failure: the
-  run is *Completed* and its ``train-verdicts`` artifact says **rejected**.
+  the traceback in its logs. A candidate that the recall gate rejects ends in the FAILED-type
+  state *Rejected*, and a drift alarm in *RetrainRecommended* (both red, both caught by an
+  automation on failed runs); the artifacts ``train-verdicts`` and ``drift-verdicts`` say why.
+* ``task`` is an enum (``Literal``) in the flows' signatures, so the UI's run form offers a
+  dropdown and Prefect refuses a misspelt value when the run is created.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -32,6 +37,7 @@ from passos.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 TAGS = ["passos"]
+ALARMS = Path(__file__).with_name("alarms.yaml")
 
 
 @dataclass(frozen=True)
@@ -56,15 +62,18 @@ SPECS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         "flows.train:train_flow",
         "retrain-weekly",
-        "Retrain and gate both tasks every Monday 03:00; `task` (current | next_year | all) and "
-        "`min_recall` (empty = PASSOS_GATE_MIN_RECALL) can be changed per run.",
+        "Retrain and gate both tasks every Monday 03:00; `task` (current | next_year | all) can be changed "
+        "per run. The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, the same for every "
+        "run. A rejection ends the run in the red state Rejected.",
         cron="0 3 * * 1",
-        parameters={"task": "all", "min_recall": None},
+        parameters={"task": "all"},
     ),
     DeploymentSpec(
         "flows.drift:drift_flow",
         "drift-daily",
-        "Compare the latest year and the prediction log with each champion's training data, daily at 05:30.",
+        "Daily at 05:30, check whatever is new (a year the champion has not seen, enough new predictions) "
+        "against each champion's training data; skips when nothing is new. An alarm ends the run in the red "
+        "state RetrainRecommended.",
         cron="30 5 * * *",
         parameters={"task": "all"},
     ),
@@ -151,9 +160,39 @@ def register_on_work_pool(work_pool: str, settings: Settings | None = None) -> l
     return list(ids)
 
 
-def main(settings: Settings | None = None, *, work_pool: str | None = None) -> None:
-    """Serve the deployments until interrupted (Ctrl-C or SIGTERM), or register them on ``work_pool`` and return."""
+def create_alarm_automation(block: str) -> UUID:
+    """Create the ``passos-alarms`` automation (``deployments/alarms.yaml``), replacing one of that name.
+
+    It notifies through ``block``, a saved Prefect notification block named
+    ``<block-type-slug>/<name>`` (e.g. ``slack-webhook/ops`` or ``custom-webhook/ops``), whenever a
+    flow run ends in a FAILED- or CRASHED-type state: Rejected, RetrainRecommended, Failed, Crashed.
+
+    Returns:
+        The automation's id.
+    """
+    import yaml
+    from prefect.automations import Automation
+    from prefect.blocks.core import Block
+
+    spec = yaml.safe_load(ALARMS.read_text(encoding="utf-8"))
+    loaded = cast(Block, Block.load(block))
+    spec["actions"][0]["block_document_id"] = str(loaded._block_document_id)
+    with contextlib.suppress(ValueError):  # ValueError: none of that name yet
+        cast(Automation, Automation.read(name=spec["name"])).delete()
+    automation = cast(Automation, Automation.model_validate(spec).create())
+    assert automation.id is not None
+    logger.info("automation %r notifies %s on Rejected, RetrainRecommended, Failed, Crashed", spec["name"], block)
+    return automation.id
+
+
+def main(settings: Settings | None = None, *, work_pool: str | None = None, alarm_block: str | None = None) -> None:
+    """Serve the deployments until interrupted (Ctrl-C or SIGTERM), or register them on ``work_pool`` and return.
+
+    With ``alarm_block``, first create the ``passos-alarms`` automation notifying through it.
+    """
     settings = settings or get_settings()
+    if alarm_block:
+        create_alarm_automation(alarm_block)
     if work_pool:
         register_on_work_pool(work_pool, settings)
         return

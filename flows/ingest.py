@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from flows.refresh import refresh_analytics_task
 from passos.settings import Settings, get_settings
 from warehouse import loader
 from warehouse.connection import connect
@@ -62,6 +63,7 @@ def ingest_flow(sources: list[str] | None = None) -> list[dict[str, Any]]:
     run_id = uuid.uuid4().hex[:12]
     files = list_sources_task([str(p) for p in paths])
     summary = load_task(settings, run_id, files)
+    refresh_analytics_task(settings)
     create_table_artifact(
         key="ingest-summary", table=summary, description=f"Ingest run {run_id} from {', '.join(map(str, paths))}"
     )

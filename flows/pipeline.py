@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from prefect import flow
+from prefect.states import Failed, State
 
 from features.featuresets import TASKS
 from flows.drift import drift_flow
@@ -15,19 +16,37 @@ from modeling.registry import Registry
 from passos.settings import get_settings
 
 
+def _result(state: State[Any]) -> Any:
+    """A subflow's result; a verdict state (Rejected, RetrainRecommended) still carries its data."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 @flow(name="pipeline")
-def pipeline_flow(data_dir: str | None = None, min_recall: float | None = None) -> dict[str, Any]:
-    """Run every stage in order on ``data_dir`` (default ``PASSOS_DATA_DIR``)."""
+def pipeline_flow(data_dir: str | None = None) -> Any:
+    """Run every stage in order on ``data_dir`` (default ``PASSOS_DATA_DIR``).
+
+    The gate's floors are the per-task settings. A rejection or a drift alarm does not stop the
+    later stages (the champion still serves), but the pipeline then ends in the same
+    FAILED-type state (``Rejected`` first, else ``RetrainRecommended``) so that it is seen.
+    """
     ingested = ingest_flow(sources=[data_dir] if data_dir else None)
-    trained = cast("list[dict[str, Any]]", train_flow(task="all", min_recall=min_recall))
+    trained_state = cast("State[Any]", train_flow(task="all", return_state=True))
+    trained = _result(trained_state)
     registry = Registry.from_settings(get_settings())
     scored = [score_flow(task=name) for name in TASKS if registry.champion(name) is not None]
-    drift = drift_flow(task="all")
-    return {
+    drift_state = cast("State[Any]", drift_flow(task="all", return_state=True))
+    summary = {
         "ingest": [
             {k: r[k] for k in ("source", "year", "status", "rows_loaded", "rows_quarantined")} for r in ingested
         ],
         "train": [{k: r[k] for k in ("task", "version", "kind", "accepted", "reasons")} for r in trained],
         "score": scored,
-        "drift": drift,
+        "drift": _result(drift_state),
     }
+    for state in (trained_state, drift_state):
+        if state.is_failed():
+            return Failed(message=state.message, name=state.name, data=summary)
+    return summary

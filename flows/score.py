@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 
+from flows.refresh import refresh_analytics_task
 from modeling.registry import Registry
 from modeling.scoring import score_frame
 from passos.errors import ModelNotFoundError
@@ -61,6 +62,7 @@ def score_flow(task: str = "current", year: int | None = None, out: str | None =
     frame: pd.DataFrame = read_year(settings, task, year)
     scores: pd.DataFrame = score_task(settings, task, frame)
     n = write_scores(settings, scores, out)
+    refresh_analytics_task(settings)
     high = int((scores["risk_label"] == "high").sum())
     get_run_logger().info("scored %d students of %s for %s: %d high risk", n, year or "the latest year", task, high)
     latest = int(frame["year"].max()) if n else year

@@ -6,15 +6,17 @@ import hashlib
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Completed
+from prefect.states import Failed
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
+from flows.refresh import refresh_analytics_task
+from flows.run_logs import project_logs
 from modeling.bundle import ModelBundle
 from modeling.card import served_sections, write_card
 from modeling.evaluation import evaluate
@@ -29,6 +31,10 @@ from passos import __version__
 from passos.errors import PassosError
 from passos.settings import PROJECT_ROOT, Settings, get_settings
 from warehouse.connection import connect, replace_rows
+
+# The deployments' `task` parameter: an enum, so the Prefect UI offers a dropdown and Prefect
+# refuses a misspelt value ("curent") when the run is created, before anything starts.
+TaskChoice = Literal["all", "current", "next_year"]
 
 
 @task
@@ -320,35 +326,50 @@ def sync_registry_task(settings: Settings) -> int:
 
 
 @flow(name="train")
-def train_flow(task: str = "all", min_recall: float | None = None) -> Any:
+def train_flow(task: TaskChoice = "all") -> Any:
     """Train and gate each task; accepted models become champions, rejected ones are kept for the record.
+
+    The gate's recall floor is the task's setting (``PASSOS_GATE_MIN_RECALL_CURRENT``,
+    ``PASSOS_GATE_MIN_RECALL_NEXT_YEAR``): one configuration for every way a run starts.
+    A rejection ends the run in a FAILED-type state named ``Rejected`` (red in the UI, caught
+    by automations on *Failed*), with the verdicts as the ``train-verdicts`` artifact.
 
     Args:
         task: ``current``, ``next_year`` or ``all``.
-        min_recall: the gate's minimum test recall (default ``PASSOS_GATE_MIN_RECALL``).
     """
     settings = get_settings()
     logger = get_run_logger()
     tasks = list(TASKS) if task == "all" else [task]
     if any(t not in TASKS for t in tasks):
         raise ValueError(f"unknown task {task!r}; expected current, next_year or all")
-    floor = settings.gate_min_recall if min_recall is None else min_recall
     registry = Registry.from_settings(settings)
     outcomes = []
-    for name in tasks:
-        frame = read_features(settings, name)
-        results = train_task(settings, frame, name)
-        champion = champion_on_same_test(registry, frame, name)
-        verdicts = gate_task(settings, results, champion, floor)
-        outcome = register_task(settings, frame, results, verdicts, champion, floor)
-        logger.info("%s", outcome)
-        outcomes.append(outcome)
-    sync_registry_task(settings)
+    with project_logs():
+        for name in tasks:
+            floor = settings.gate_min_recall(name)
+            frame = read_features(settings, name)
+            results = train_task(settings, frame, name)
+            champion = champion_on_same_test(registry, frame, name)
+            verdicts = gate_task(settings, results, champion, floor)
+            outcome = register_task(settings, frame, results, verdicts, champion, floor)
+            logger.info(
+                "%s: %s %s (%s)",
+                name,
+                outcome["version"],
+                "accepted" if outcome["accepted"] else "REJECTED",
+                "; ".join(outcome["reasons"]) or "every check passed",
+            )
+            outcomes.append(outcome)
+        sync_registry_task(settings)
+        refresh_analytics_task(settings)
     create_markdown_artifact(key="train-verdicts", markdown=_markdown(outcomes), description="Recall gate verdicts")
     rejected = sorted(o["task"] for o in outcomes if not o["accepted"])
     if rejected:
-        # Visible in the Prefect UI as a state of its own: the run worked, the gate said no.
-        return Completed(message=f"gate rejected {rejected}; champions unchanged", name="Rejected", data=outcomes)
+        # FAILED-type on purpose: the run worked, but nothing new is served, and ops must see it.
+        reasons = "; ".join(f"{o['task']}: {', '.join(o['reasons'])}" for o in outcomes if not o["accepted"])
+        return Failed(
+            message=f"gate rejected {rejected}; champions unchanged. {reasons}", name="Rejected", data=outcomes
+        )
     return outcomes
 
 

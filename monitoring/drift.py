@@ -1,9 +1,41 @@
-"""Drift checks against a champion: reference and current frames, scores, PSI and the verdict."""
+"""Drift checks against a champion that speak only when something moved.
+
+What a check does, in order (model-centric signals first):
+
+1. **No new data**: a year the champion was fitted on gives the verdict ``no new data since
+   training``; nothing is compared (the champion has seen those rows and their labels).
+2. **Realised recall** (when the current rows have labels): the champion's recall on them
+   against its own out-of-time recall from the model card; a drop of more than
+   ``recall_drop`` recommends retraining.
+3. **Score PSI**: the champion's scores on the current rows against its scores on the reference.
+4. **Importance-weighted feature PSI**: the PSI of every feature (missing values are a bin of
+   their own, so missing-value drift counts), and their sum weighted by the model's feature
+   importance.
+
+Each PSI is judged against a threshold **calibrated** on the data itself, not a fixed rule of
+thumb. The null hypothesis is "a new year that differs from the reference no more than the
+training years differ from one another": each resample draws as many rows as the current frame
+from one training year and compares them with the other training years, and again with all of
+them on the real check's bins (with a single training year, a plain bootstrap of it); the larger
+of the two thresholds is used. From those resamples, one common quantile level is chosen so
+that, over the monitored signals together (score PSI, weighted PSI, and every feature carrying
+at least ``min_importance`` of the model's importance), the chance that an unchanged year
+crosses any threshold is ``false_alarm_rate`` (a max-statistic calibration, so the rate holds
+for the verdict, not per feature). The other features form a family of their own, calibrated
+the same way; they only ever lead to ``watch``. A signal must also be material (PSI at least
+0.1) to count.
+
+Verdicts: ``retrain recommended`` (a monitored signal crossed its threshold, or recall fell),
+``watch`` (a signal crossed the looser threshold calibrated to ten times the false-alarm rate,
+a feature the model barely uses moved, recall fell by more than half the limit, or an alarm
+with no newer labelled data to retrain on), ``stable``.
+Every verdict comes with its reasons in words.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,35 +43,140 @@ import pandas as pd
 
 from features.featuresets import derive, encode, encode_frame, feature_specs
 from monitoring.evidently_adapter import DriftResult, run_drift
-from monitoring.psi import psi
+from monitoring.psi import EPSILON, PSI_MODERATE, PSI_SIGNIFICANT
+
+STABLE = "stable"
+WATCH = "watch"
+RETRAIN = "retrain recommended"
+NO_NEW_DATA = "no new data since training"
+VERDICTS = (STABLE, WATCH, RETRAIN, NO_NEW_DATA)
+SEVERITY = {NO_NEW_DATA: 0, STABLE: 0, WATCH: 1, RETRAIN: 2}
+BINS = 10
+SCORE = "model score"
+WEIGHTED = "importance-weighted feature PSI"
 
 
 @dataclass
 class Thresholds:
-    """When drift calls for retraining (settings ``PASSOS_DRIFT_*``)."""
+    """How drift is judged (settings ``PASSOS_DRIFT_*``).
 
-    share_drifted: float
-    score_psi: float
-    recall_drop: float
+    Attributes:
+        false_alarm_rate: Chance that a year with nothing new is called ``retrain recommended``
+            (``watch`` is calibrated to ten times it).
+        resamples: Resamples of the null distribution.
+        recall_drop: How far realised recall may fall below the champion's out-of-time recall.
+        min_importance: A feature carrying less of the model's importance than this only
+            leads to ``watch``.
+        seed: Seed of the resampling, so a check is reproducible.
+    """
+
+    false_alarm_rate: float = 0.01
+    resamples: int = 400
+    recall_drop: float = 0.05
+    min_importance: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class Signal:
+    """One monitored quantity: its PSI now, its calibrated thresholds, and what it means."""
+
+    name: str
+    kind: str  # "score", "weighted" or "feature"
+    psi: float
+    threshold: float  # crossing it (and PSI >= 0.1) is an alarm
+    watch_threshold: float
+    importance: float | None = None
+
+    @property
+    def monitored(self) -> bool:
+        """Score, weighted PSI and the features the model relies on (see ``min_importance``)."""
+        return self.kind != "feature" or (self.importance or 0.0) > 0.0
+
+    def level(self, min_importance: float) -> str:
+        """``retrain recommended``, ``watch`` or ``stable`` for this signal alone."""
+        material = self.psi >= PSI_MODERATE
+        if material and self.psi > self.threshold:
+            if self.kind == "feature" and (self.importance or 0.0) < min_importance:
+                return WATCH
+            return RETRAIN
+        if material and self.psi > self.watch_threshold:
+            return WATCH
+        return STABLE
 
 
 @dataclass
 class DriftCheck:
     """The outcome of comparing one current frame with the champion's reference."""
 
-    result: DriftResult
-    score_psi: float | None
     verdict: str
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str]
+    signals: list[Signal] = field(default_factory=list)
+    score_psi: float | None = None
+    weighted_psi: float | None = None
     performance: dict[str, float] | None = None
+    champion_recall: float | None = None
+    in_sample: bool = False
+    calibration: dict[str, Any] = field(default_factory=dict)
+    result: DriftResult | None = None
+
+    @property
+    def moved(self) -> list[str]:
+        """Features whose PSI crossed its threshold (most important first)."""
+        features = [s for s in self.signals if s.kind == "feature" and s.level(0.0) == RETRAIN]
+        return [s.name for s in sorted(features, key=lambda s: -(s.importance or 0.0))]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (for ``report.json``)."""
+        return {
+            "verdict": self.verdict,
+            "reasons": self.reasons,
+            "score_psi": self.score_psi,
+            "weighted_psi": self.weighted_psi,
+            "performance": self.performance,
+            "champion_recall": self.champion_recall,
+            "in_sample": self.in_sample,
+            "calibration": self.calibration,
+            "moved": self.moved,
+            "signals": [asdict(s) for s in self.signals],
+        }
 
 
 def fit_years(metadata: dict[str, Any]) -> list[int]:
-    """The years the champion was fitted on (all labelled years when it was refitted)."""
+    """The years the champion was fitted on (all labelled years when it was refitted).
+
+    The metadata's ``fit_years`` when the training run recorded it; otherwise derived from
+    ``train_years``, ``test_year`` and ``served_model`` (versions trained before it existed).
+    """
+    if metadata.get("fit_years"):
+        return sorted({int(y) for y in metadata["fit_years"]})
     years = list(metadata.get("train_years") or [])
     if metadata.get("served_model") == "refit_all_years" and metadata.get("test_year") is not None:
         years.append(int(metadata["test_year"]))
-    return sorted(set(years))
+    return sorted({int(y) for y in years})
+
+
+def champion_importance(model: Any, metadata: dict[str, Any], task: str) -> dict[str, float]:
+    """The champion's global importance per feature, summing to 1.
+
+    Read from the metadata (``feature_importance``) when the training run recorded it, else
+    from the model itself; equal weights when neither knows (said in the calibration notes).
+    """
+    names = [spec.name for spec in feature_specs(task)]
+    recorded = metadata.get("feature_importance")
+    weights: dict[str, float] = {}
+    if isinstance(recorded, dict) and recorded:
+        weights = {name: float(recorded.get(name) or 0.0) for name in names}
+    elif hasattr(model, "feature_importance"):
+        try:
+            found = model.feature_importance()
+            weights = {name: float(found.get(name, 0.0)) for name in names}
+        except (AttributeError, TypeError, ValueError):
+            weights = {}
+    total = sum(v for v in weights.values() if math.isfinite(v) and v > 0)
+    if total <= 0:
+        return {name: 1.0 / len(names) for name in names}
+    return {name: max(weights.get(name, 0.0), 0.0) / total for name in names}
 
 
 def frame_from_log(logged: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -61,6 +198,153 @@ def frame_from_log(logged: pd.DataFrame, task: str) -> pd.DataFrame:
     return frame
 
 
+# --- PSI on shared bins -----------------------------------------------------------------------
+
+
+@dataclass
+class _Binner:
+    """Bins of one column, cut on a reference: deciles (numeric) or categories, plus a missing bin."""
+
+    edges: np.ndarray | None  # numeric: inner edges; None for categorical
+    categories: tuple[str, ...] = ()
+
+    @classmethod
+    def fit(cls, values: pd.Series, numeric: bool) -> _Binner:
+        if numeric:
+            finite = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size == 0:
+                return cls(np.array([], dtype=float))
+            quantiles = np.quantile(finite, np.linspace(0.0, 1.0, BINS + 1)[1:-1])
+            return cls(np.unique(quantiles))
+        seen = sorted({str(v) for v in values if not pd.isna(v)})
+        return cls(None, tuple(seen))
+
+    @property
+    def size(self) -> int:
+        # numeric: len(edges)+1 value bins; categorical: one per category plus "other"; then missing
+        return (self.edges.size + 1 if self.edges is not None else len(self.categories) + 1) + 1
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        missing_bin = self.size - 1
+        if self.edges is not None:
+            array = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            out = np.searchsorted(self.edges, np.nan_to_num(array, nan=0.0), side="left")
+            out[~np.isfinite(array)] = missing_bin
+            return out.astype(np.int64)
+        index = {c: i for i, c in enumerate(self.categories)}
+        other = len(self.categories)
+        return np.array(
+            [missing_bin if pd.isna(v) else index.get(str(v), other) for v in values.astype(object)], dtype=np.int64
+        )
+
+
+def _shares(codes: np.ndarray, size: int) -> np.ndarray:
+    """Bin shares of each row of ``codes`` (rows = samples), floored at EPSILON."""
+    codes = np.atleast_2d(codes)
+    rows, n = codes.shape
+    offset = codes + size * np.arange(rows)[:, None]
+    counts = np.bincount(offset.ravel(), minlength=size * rows).reshape(rows, size)
+    return np.maximum(counts / max(n, 1), EPSILON)
+
+
+def _psi(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return np.sum((current - reference) * np.log(current / reference), axis=-1)
+
+
+def _psi_columns(reference: pd.DataFrame, current: pd.DataFrame, columns: list[tuple[str, bool]]) -> np.ndarray:
+    """PSI of every column, ``current`` against ``reference``, on bins cut on ``reference``."""
+    values = []
+    for name, numeric in columns:
+        binner = _Binner.fit(reference[name], numeric)
+        ref = _shares(binner.codes(reference[name]), binner.size)[0]
+        cur = _shares(binner.codes(current[name]), binner.size)[0]
+        values.append(float(_psi(cur, ref)))
+    return np.array(values)
+
+
+def _null_psi(
+    reference: pd.DataFrame, columns: list[tuple[str, bool]], n: int, thresholds: Thresholds, *, pooled: bool
+) -> tuple[np.ndarray, str]:
+    """PSI of each column for resampled "unchanged" years of ``n`` rows: (resamples x columns), method.
+
+    Each resample draws ``n`` rows from one training year. ``pooled=False`` compares it with the
+    other training years (a year the pool has not seen: the year-to-year variation);
+    ``pooled=True`` with every training year, on the very bins the real check uses.
+    """
+    rng = np.random.default_rng(thresholds.seed + int(pooled))
+    years = sorted(int(y) for y in reference["year"].dropna().unique()) if "year" in reference else []
+    pairs: list[tuple[pd.DataFrame, pd.DataFrame]]
+    if len(years) >= 2:
+        pairs = [
+            (reference if pooled else reference.loc[reference["year"] != y], reference.loc[reference["year"] == y])
+            for y in years
+        ]
+        method = f"resampled years {', '.join(map(str, years))}, each against the others and against all"
+    else:
+        pairs = [(reference, reference)]
+        method = "bootstrap of the single reference year"
+    per_pair = [thresholds.resamples // len(pairs) + (i < thresholds.resamples % len(pairs)) for i in range(len(pairs))]
+    blocks = []
+    for (base, sample), draws in zip(pairs, per_pair, strict=True):
+        block = np.empty((draws, len(columns)))
+        picks = rng.integers(0, len(sample), size=(draws, n))
+        for j, (name, numeric) in enumerate(columns):
+            binner = _Binner.fit(base[name], numeric)
+            ref = _shares(binner.codes(base[name]), binner.size)[0]
+            sample_codes = binner.codes(sample[name])
+            block[:, j] = _psi(_shares(sample_codes[picks], binner.size), ref)
+        blocks.append(block)
+    return np.vstack(blocks), method
+
+
+def _thresholds(
+    null: np.ndarray, monitored: np.ndarray, alpha: float, alpha_watch: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Alarm and watch thresholds per column: family-wise over the monitored columns, and
+    separately over the others (which only ever lead to ``watch``, at the alarm's rate)."""
+    alarm = _calibrate(null, monitored, alpha)
+    watch = _calibrate(null, monitored, alpha_watch)
+    if (~monitored).any():
+        others = _calibrate(null, ~monitored, alpha)
+        alarm = np.where(monitored, alarm, others)
+        watch = np.where(monitored, watch, others)
+    return alarm, watch
+
+
+def _calibrate(null: np.ndarray, monitored: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-column thresholds at one common quantile level, family-wise ``alpha`` over ``monitored``.
+
+    Each resample's largest percentile rank over the monitored columns is its most extreme
+    signal; the level is the ``1 - alpha`` quantile of those maxima.
+    """
+    draws = null.shape[0]
+    ranks = (np.argsort(np.argsort(null, axis=0), axis=0) + 1) / draws
+    chosen = np.asarray(monitored, dtype=bool)
+    worst = ranks[:, chosen].max(axis=1) if chosen.any() else ranks.max(axis=1)
+    level = float(np.quantile(worst, 1.0 - alpha, method="higher"))
+    return np.quantile(null, level, axis=0, method="higher")
+
+
+# --- the check --------------------------------------------------------------------------------
+
+
+def _realised(current: pd.DataFrame, threshold: float) -> dict[str, float] | None:
+    if "target" not in current or current["target"].notna().sum() == 0:
+        return None
+    rows = current.loc[current["target"].notna()]
+    y = rows["target"].to_numpy(dtype=float) > 0.5
+    flagged = rows["risk_score"].to_numpy(dtype=float) >= threshold
+    positives, alerts = int(y.sum()), int(flagged.sum())
+    hits = int((y & flagged).sum())
+    return {
+        "rows": float(len(rows)),
+        "behind": float(positives),
+        "recall": hits / positives if positives else float("nan"),
+        "precision": hits / alerts if alerts else float("nan"),
+    }
+
+
 def check(
     model: Any,
     reference: pd.DataFrame,
@@ -69,58 +353,194 @@ def check(
     task: str,
     thresholds: Thresholds,
     champion_recall: float | None,
+    importance: dict[str, float] | None = None,
+    in_sample: bool = False,
+    new_labels: bool = True,
+    evidently: bool = True,
 ) -> DriftCheck:
-    """Data drift per feature, score PSI, missing-value drift and, with labels, real performance.
+    """Judge ``current`` against the champion's ``reference`` (its fit years).
 
-    ``reference`` and ``current`` hold the task's feature columns (``current`` may also hold
-    ``target``, and ``risk_score`` when the scores are already known, e.g. from the log).
+    Args:
+        model: The champion (``predict_proba`` on encoded rows, ``threshold``).
+        reference: The task's feature rows of the champion's fit years, with ``year``.
+        current: The rows to judge: a new year (may hold ``target``) or the prediction log
+            (may hold ``risk_score`` already).
+        task: ``current`` or ``next_year``.
+        thresholds: The calibration settings.
+        champion_recall: The champion's out-of-time recall (model card), None when unknown.
+        importance: The champion's importance per feature (default: equal weights).
+        in_sample: ``current`` holds rows the champion was fitted on: the verdict is
+            ``no new data since training`` and nothing is compared.
+        new_labels: Labelled rows newer than the champion's training exist, so a retrain could
+            learn something. Without them an alarm is only ``watch`` (retraining now would refit
+            the same data: the loop of rejected retrains the old check caused).
+        evidently: Also build Evidently's per-column report (the HTML page's detail).
+
+    Returns:
+        The :class:`DriftCheck`, with the verdict and its reasons in words.
     """
+    if in_sample:
+        return DriftCheck(
+            NO_NEW_DATA,
+            [
+                "the champion was fitted on these rows (and their labels): comparing them with its own training data "
+                "says nothing; the next check that can speak is on a year or on predictions it has not seen"
+            ],
+            in_sample=True,
+            champion_recall=champion_recall,
+        )
+    if reference.empty or current.empty:
+        raise ValueError(f"drift check for {task}: the {'reference' if reference.empty else 'current'} frame is empty")
+    specs = feature_specs(task)
+    names = [s.name for s in specs]
+    weights = importance or {name: 1.0 / len(names) for name in names}
+    ref = reference.copy()
+    cur = current.copy()
+    ref["risk_score"] = model.predict_proba(encode_frame(ref, task))
+    if "risk_score" not in cur or cur["risk_score"].isna().all():
+        cur["risk_score"] = model.predict_proba(encode_frame(cur, task))
+    columns = [("risk_score", True), *[(s.name, s.kind == "numeric") for s in specs]]
+    now = _psi_columns(ref, cur, columns)
+    w = np.array([weights.get(name, 0.0) for name in names])
+    monitored = np.array([True, *(w >= thresholds.min_importance), True])
+    # the weighted sum is a column of its own, now and under the null
+    now = np.append(now, float(np.dot(now[1:], w)))
+    alpha, alpha_watch = thresholds.false_alarm_rate, min(0.5, 10 * thresholds.false_alarm_rate)
+    alarm = watch = np.zeros_like(now)
+    method = ""
+    # Both nulls, the larger threshold wins: a new year is compared with a pool it is not part of
+    # (the leave-one-year-out null) on the pooled bins (the pooled null).
+    for pooled in (False, True):
+        null, method = _null_psi(ref, columns, len(cur), thresholds, pooled=pooled)
+        null = np.column_stack([null, null[:, 1:] @ w])
+        year_alarm, year_watch = _thresholds(null, monitored, alpha, alpha_watch)
+        alarm, watch = np.maximum(alarm, year_alarm), np.maximum(watch, year_watch)
+
+    signals = [Signal(SCORE, "score", float(now[0]), float(alarm[0]), float(watch[0]))]
+    for j, name in enumerate(names, start=1):
+        signals.append(
+            Signal(name, "feature", float(now[j]), float(alarm[j]), float(watch[j]), importance=float(w[j - 1]))
+        )
+    signals.append(Signal(WEIGHTED, "weighted", float(now[-1]), float(alarm[-1]), float(watch[-1])))
+
+    performance = _realised(cur, float(model.threshold))
+    reasons_retrain: list[str] = []
+    reasons_watch: list[str] = []
+    recall = None if performance is None else performance.get("recall")
+    if recall is not None and math.isfinite(recall) and champion_recall is not None:
+        drop = champion_recall - recall
+        text = (
+            f"realised recall {recall:.3f} on {int(performance['behind'])} students behind"  # type: ignore[index]
+            f" vs the champion's out-of-time {champion_recall:.3f}"
+        )
+        if drop > thresholds.recall_drop:
+            reasons_retrain.append(f"{text}: down {drop:.3f}, more than the allowed {thresholds.recall_drop:.2f}")
+        elif drop > thresholds.recall_drop / 2:
+            reasons_watch.append(f"{text}: down {drop:.3f}, within the allowed {thresholds.recall_drop:.2f}")
+    for signal in sorted(signals, key=lambda s: (s.kind != "score", -(s.importance or 0.0))):
+        level = signal.level(thresholds.min_importance)
+        if level == STABLE:
+            continue
+        what = {
+            "score": "the champion's scores moved",
+            "weighted": "the features moved, weighted by what the model relies on",
+            "feature": f"feature {signal.name} moved",
+        }[signal.kind]
+        limit = signal.threshold if level == RETRAIN else signal.watch_threshold
+        note = f"{what}: PSI {signal.psi:.3f} > {limit:.3f}"
+        if signal.kind == "feature":
+            note += f" (carries {signal.importance:.0%} of the model's importance)"
+            if level == WATCH and (signal.importance or 0.0) < thresholds.min_importance:
+                note += "; the model barely uses it"
+        (reasons_retrain if level == RETRAIN else reasons_watch).append(note)
+    if reasons_retrain and not new_labels:
+        reasons_watch = [
+            *reasons_retrain,
+            *reasons_watch,
+            "no labelled data newer than the champion's training exists, so retraining now would refit the same "
+            "rows: watch, and retrain once the outcomes of these students are ingested",
+        ]
+        reasons_retrain = []
+    if reasons_retrain:
+        verdict, reasons = RETRAIN, reasons_retrain + reasons_watch
+    elif reasons_watch:
+        verdict, reasons = WATCH, reasons_watch
+    else:
+        verdict = STABLE
+        reasons = [
+            f"nothing moved beyond what the training years already differ by: score PSI {now[0]:.3f}, "
+            f"weighted feature PSI {now[-1]:.3f}"
+            + ("" if recall is None or not math.isfinite(recall) else f", realised recall {recall:.3f}")
+        ]
+    result = None
+    if evidently:
+        result = _evidently(ref, cur, task, float(model.threshold))
+    return DriftCheck(
+        verdict,
+        reasons,
+        signals,
+        score_psi=round(float(now[0]), 6),
+        weighted_psi=round(float(now[-1]), 6),
+        performance=performance,
+        champion_recall=champion_recall,
+        in_sample=False,
+        calibration={
+            "method": method,
+            "false_alarm_rate": thresholds.false_alarm_rate,
+            "watch_rate": min(0.5, 10 * thresholds.false_alarm_rate),
+            "resamples": thresholds.resamples,
+            "min_importance": thresholds.min_importance,
+            "new_labels": new_labels,
+            "material_psi": PSI_MODERATE,
+            "rows_current": len(cur),
+            "rows_reference": len(ref),
+        },
+        result=result,
+    )
+
+
+def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, task: str, threshold: float) -> DriftResult:
+    """Evidently's per-column report, the detail under the verdict on the report page."""
     specs = feature_specs(task)
     numeric = [s.name for s in specs if s.kind == "numeric"]
     categorical = [s.name for s in specs if s.kind == "categorical"]
-    ref = reference.copy()
-    cur = current.copy()
-    ref["risk_score"] = model.predict_proba(encode_frame(ref, task)) if len(ref) else []
-    if "risk_score" not in cur or cur["risk_score"].isna().all():
-        cur["risk_score"] = model.predict_proba(encode_frame(cur, task)) if len(cur) else []
-    cur["prediction"] = (cur["risk_score"] >= model.threshold).astype(int)
-    labelled = "target" in cur and cur["target"].notna().any()
+    ref, cur = ref.copy(), cur.copy()
     for frame in (ref, cur):
         for name in numeric:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
         for name in categorical:
             frame[name] = frame[name].astype("object")
+    labelled = "target" in cur and cur["target"].notna().any()
+    extra: list[str] = []
     if labelled:
         cur["target"] = cur["target"].astype("float")
-    result = run_drift(
+        cur["prediction"] = (cur["risk_score"] >= threshold).astype(int)
+        extra = ["target", "prediction", "risk_score"]
+    return run_drift(
         ref[[*numeric, *categorical]],
-        cur[[*numeric, *categorical, *(["target", "prediction", "risk_score"] if labelled else [])]],
+        cur[[*numeric, *categorical, *extra]],
         numeric=numeric,
         categorical=categorical,
         target="target" if labelled else None,
         prediction="prediction" if labelled else None,
         prediction_proba="risk_score" if labelled else None,
     )
-    score_psi = None
-    finite_ref = ref["risk_score"].dropna()
-    finite_cur = cur["risk_score"].dropna()
-    if len(finite_ref) and len(finite_cur):
-        score_psi = psi(finite_ref.to_numpy(dtype=float), finite_cur.to_numpy(dtype=float))
-    reasons = []
-    if result.share_drifted >= thresholds.share_drifted:
-        reasons.append(
-            f"{result.share_drifted:.0%} of features drifted (limit {thresholds.share_drifted:.0%}): "
-            + ", ".join(result.drifted_columns)
-        )
-    if score_psi is not None and score_psi >= thresholds.score_psi:
-        reasons.append(f"score PSI {score_psi:.3f} >= {thresholds.score_psi:.2f}")
-    performance = result.performance
-    recall = (performance or {}).get("recall")
-    if recall is not None and champion_recall is not None and recall < champion_recall - thresholds.recall_drop:
-        reasons.append(
-            f"recall {recall:.3f} fell below the champion's {champion_recall:.3f} by more than {thresholds.recall_drop:.2f}"
-        )
-    verdict = "retrain recommended" if reasons else "ok"
-    return DriftCheck(
-        result, None if score_psi is None else float(np.round(score_psi, 6)), verdict, reasons, performance
-    )
+
+
+__all__ = [
+    "NO_NEW_DATA",
+    "PSI_MODERATE",
+    "PSI_SIGNIFICANT",
+    "RETRAIN",
+    "SEVERITY",
+    "STABLE",
+    "VERDICTS",
+    "WATCH",
+    "DriftCheck",
+    "Signal",
+    "Thresholds",
+    "champion_importance",
+    "check",
+    "fit_years",
+    "frame_from_log",
+]

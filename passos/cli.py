@@ -1,114 +1,342 @@
-"""The ``passos`` command line: one entry point for ops, analysts and maintainers."""
+"""The ``passos`` command line: one entry point for ops, analysts and maintainers.
+
+Arguments are checked before any flow (and so any temporary Prefect server) starts; the project's
+own errors end a command with one line on stderr and an :class:`~passos.errors.ExitCode`, never a
+traceback (``--verbose`` adds it). Every command registered on these apps gets that handling.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
+from collections.abc import Callable
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-app = typer.Typer(
-    help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True
-)
-models_app = typer.Typer(help="The model registry: list, show, promote, roll back, sync.", no_args_is_help=True)
+from passos.errors import ExitCode, PassosError, WarehouseBusyError
+
+if TYPE_CHECKING:
+    from prefect.states import State
+
+log = logging.getLogger("passos.cli")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskName(StrEnum):
+    """A prediction task."""
+
+    current = "current"
+    next_year = "next_year"
+
+
+class TaskOrAll(StrEnum):
+    """A prediction task, or both."""
+
+    current = "current"
+    next_year = "next_year"
+    all = "all"
+
+
+class OutputFormat(StrEnum):
+    """How ``passos sql`` prints its result."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class Verbosity(Enum):
+    QUIET = "quiet"
+    NORMAL = "normal"
+    VERBOSE = "verbose"
+
+
+_state = {"verbosity": Verbosity.NORMAL}
+# What configure_prefect_logging changed, undone when the command ends (a test runs many commands).
+_changed_levels: dict[str, int] = {}
+_added_filters: list[tuple[logging.Handler, logging.Filter]] = []
+
+# Errors a user can cause and fix: one line, no traceback. Anything else is a bug.
+EXPECTED_ERRORS = (PassosError, FileNotFoundError, PermissionError)
+
+
+def fail(message: object, code: ExitCode) -> typer.Exit:
+    """Print ``error: message`` on one line of stderr and return the ``typer.Exit`` to raise."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(int(code))
+
+
+def handle_errors(command: F) -> F:
+    """Turn the project's expected errors into one line and their exit code (the contract in README).
+
+    ``WarehouseBusyError`` exits 4; any other :class:`PassosError`, a missing file or a folder that
+    cannot be written exits 2. Anything else is a bug: it propagates with its traceback (exit 1).
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except WarehouseBusyError as error:
+            log.debug("warehouse busy", exc_info=True)
+            raise fail(f"{error} (try again when the other run has finished)", ExitCode.WAREHOUSE_BUSY) from None
+        except EXPECTED_ERRORS as error:
+            log.debug("expected error", exc_info=True)
+            raise fail(error, ExitCode.USAGE) from None
+
+    return cast("F", wrapper)
+
+
+class _Typer(typer.Typer):
+    """A Typer app whose every command is wrapped by :func:`handle_errors`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: F) -> F:
+            register(handle_errors(function))
+            return function
+
+        return decorator
+
+
+app = _Typer(help="Passos Mágicos early-warning system: ingest, train, score, serve, monitor.", no_args_is_help=True)
+models_app = _Typer(help="The model registry: list, show, promote, roll back, sync.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+_NOISY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access", "prefect.server", "alembic")
 
 
-WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift"})
-# Commands that run Prefect flows: without PREFECT_API_URL they get a temporary Prefect server,
-# started up front with a watchdog so that it never outlives the command (passos/server_guard.py).
-FLOW_COMMANDS = frozenset({"ingest", "train", "score", "run", "drift", "batch-score"})
+class _NoExpectedTracebacks(logging.Filter):
+    """Keep Prefect's message about a failed run but drop the traceback of an expected error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EXPECTED_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def setup_logging(verbosity: Verbosity) -> None:
+    """Our loggers at INFO (DEBUG with --verbose, WARNING with --quiet); Prefect's set to match.
+
+    Prefect's flow and task run lines are the progress of long steps; the temporary server's and
+    the HTTP clients' lines are not, and show only with --verbose.
+    """
+    level = {Verbosity.QUIET: logging.WARNING, Verbosity.NORMAL: logging.INFO, Verbosity.VERBOSE: logging.DEBUG}
+    logging.basicConfig(level=level[verbosity], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _set_level("", level[verbosity])  # the root logger
+    _state["verbosity"] = verbosity
+
+
+def configure_prefect_logging() -> None:
+    """Call after importing Prefect (it configures its loggers on import): apply the verbosity."""
+    verbosity = _state["verbosity"]
+    if verbosity is Verbosity.VERBOSE:
+        return
+    for name in _NOISY_LOGGERS:
+        _set_level(name, logging.WARNING)
+    if verbosity is Verbosity.QUIET:
+        # our one-line error says what failed; Prefect's account of it would repeat it
+        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+            _set_level(name, logging.CRITICAL)
+        return
+    quiet_tracebacks = _NoExpectedTracebacks()
+    handlers: dict[int, logging.Handler] = {}
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        handlers.update({id(h): h for h in logging.getLogger(name or None).handlers})
+    for handler in handlers.values():
+        handler.addFilter(quiet_tracebacks)
+        _added_filters.append((handler, quiet_tracebacks))
+
+
+def _set_level(name: str, level: int) -> None:
+    logger = logging.getLogger(name)
+    _changed_levels.setdefault(name, logger.level)
+    logger.setLevel(level)
+
+
+def restore_logging() -> None:
+    """Undo :func:`configure_prefect_logging` (called when the command ends)."""
+    for name, level in _changed_levels.items():
+        logging.getLogger(name).setLevel(level)
+    _changed_levels.clear()
+    for handler, log_filter in _added_filters:
+        handler.removeFilter(log_filter)
+    _added_filters.clear()
+
+
+def require_warehouse() -> None:
+    """Refuse at once, before a flow and its Prefect server start, when there is no warehouse yet."""
+    from passos.settings import get_settings
+
+    path = get_settings().warehouse_path
+    if not path.exists():
+        raise fail(f"no warehouse at {path}: run `passos ingest` first", ExitCode.USAGE)
+
+
+def require_champion(task: TaskName) -> None:
+    """Refuse at once when the task has no champion to score with."""
+    if _registry().champion(task.value) is None:
+        raise fail(f"no champion for task {task.value!r}: run `passos train` first", ExitCode.USAGE)
+
+
+def start_flows(message: str) -> None:
+    """Announce a flow command, start Prefect's guarded temporary server, and apply the verbosity.
+
+    Called by each flow command after its arguments were checked: a bad argument never waits for
+    a server. Without ``PREFECT_API_URL`` the server is started here with a watchdog, so that it
+    never outlives the command (passos/server_guard.py).
+    """
+    progress(message)
+    import prefect  # noqa: F401  (Prefect configures its loggers on import: adjust them after)
+
+    from passos.server_guard import start_guarded_server
+
+    configure_prefect_logging()
+    start_guarded_server()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (not with --quiet): which long step starts."""
+    if _state["verbosity"] is not Verbosity.QUIET:
+        typer.secho(message, err=True, fg="cyan")
+
+
+WRITING_COMMANDS = frozenset({"ingest", "train", "score", "run", "serve", "drift", "refresh", "batch-score"})
 
 
 @app.callback()
 def main(
-    ctx: typer.Context, verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging and full tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the result.")] = False,
 ) -> None:
     """Passos Mágicos early-warning system."""
-    _setup_logging(verbose)
-    if ctx.invoked_subcommand in WRITING_COMMANDS and "--help" not in ctx.args:
+    if verbose and quiet:
+        raise fail("--verbose and --quiet cannot be used together", ExitCode.USAGE)
+    setup_logging(Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.NORMAL)
+    ctx.call_on_close(restore_logging)
+    if ctx.invoked_subcommand in WRITING_COMMANDS and not ctx.resilient_parsing and "--help" not in sys.argv:
         from passos.settings import get_settings
 
         try:
             get_settings().ensure_writable()
         except PermissionError as error:
-            typer.secho(f"error: {error}", fg="red", err=True)
-            raise typer.Exit(2) from None
-    if ctx.invoked_subcommand in FLOW_COMMANDS and "--help" not in ctx.args:
-        from passos.server_guard import start_guarded_server
-
-        start_guarded_server()
+            raise fail(error, ExitCode.USAGE) from None
 
 
 @app.command()
 def ingest(
     source: Annotated[
         list[Path] | None,
-        typer.Option("--source", "-s", help="A folder of pede_YYYY.csv files, a CSV, or a workbook. Repeatable."),
+        typer.Option(
+            "--source",
+            "-s",
+            exists=True,
+            help="A folder of pede_YYYY.csv files, a CSV, or a workbook. Repeatable.",
+        ),
     ] = None,
 ) -> None:
-    """Load PEDE files into the DuckDB warehouse (default: PASSOS_DATA_DIR)."""
+    """Load PEDE files into the DuckDB warehouse (default: PASSOS_DATA_DIR).
+
+    Exits 3 when a source failed to load (the others are loaded and kept).
+    """
+    start_flows("ingest: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)")
     from flows.ingest import ingest_flow
 
     summary = ingest_flow(sources=[str(s) for s in source] if source else None)
     _print_rows(summary, ["source", "year", "status", "rows_read", "rows_loaded", "rows_quarantined", "dq_issues"])
-    if any(row["status"] == "failed" for row in summary):
-        typer.secho("some sources were rejected: see the notes above and `passos sql`", fg="yellow", err=True)
+    failed = [str(row["source"]) for row in summary if row["status"] == "failed"]
+    if failed:
+        raise fail(
+            f"{len(failed)} of {len(summary)} sources failed to load ({', '.join(failed)}); the others were loaded:"
+            " see the notes above and `passos sql \"select source, note from ingest_runs where status = 'failed'\"`",
+            ExitCode.INPUT_FAILED,
+        )
 
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="A read-only SQL query over the warehouse.")],
-    output_format: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
-    max_rows: Annotated[int, typer.Option("--max-rows", help="Rows shown in table format.")] = 100,
+    query: Annotated[str, typer.Argument(help="A read-only SQL query over the analysts' database.")],
+    output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown in table format.")] = 100,
 ) -> None:
-    """Run a read-only query on the warehouse and print the result."""
+    """Run a read-only query on $PASSOS_HOME/analytics.duckdb (never blocks a flow) and print the result."""
     import duckdb
 
+    from passos.settings import get_settings
     from warehouse.connection import connect
 
+    settings = get_settings()
+    if not settings.analytics_path.exists():
+        hint = "run `passos refresh`" if settings.warehouse_path.exists() else "run `passos ingest` first"
+        raise fail(f"no analysts' database at {settings.analytics_path}: {hint}", ExitCode.USAGE)
     try:
-        with connect(read_only=True) as con:
+        with connect(settings, read_only=True, path=settings.analytics_path) as con:
             frame = con.execute(query).df()
-    except (duckdb.Error, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    if output_format == "csv":
+    except duckdb.Error as error:
+        raise fail(" ".join(str(error).split()), ExitCode.USAGE) from None
+    if output_format is OutputFormat.csv:
         from passos.safe_csv import write_csv
 
         typer.echo(write_csv(frame), nl=False)
-    elif output_format == "json":
+    elif output_format is OutputFormat.json:
         typer.echo(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_columns", 50, "display.width", 200):
+        with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 200):
             typer.echo(frame.head(max_rows).to_string(index=False))
         if len(frame) > max_rows:
             typer.echo(f"... {len(frame)} rows in all (showing {max_rows})")
 
 
 @app.command()
+def refresh() -> None:
+    """Rebuild $PASSOS_HOME/analytics.duckdb from the warehouse (every flow that writes does it too)."""
+    from warehouse.analytics import refresh_analytics
+
+    result = refresh_analytics()
+    rows = sum(result.tables.values())
+    typer.echo(f"published {result.path}: {len(result.tables)} tables, {rows} rows, {result.seconds:.2f} s")
+
+
+@app.command()
 def run(
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Input folder (default PASSOS_DATA_DIR).")] = None,
-    min_recall: Annotated[
-        float | None, typer.Option(help="The gate's minimum recall for this run (default PASSOS_GATE_MIN_RECALL).")
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", exists=True, help="Input folder (default PASSOS_DATA_DIR).")
     ] = None,
 ) -> None:
-    """The whole pipeline: ingest, train both tasks, score the latest year, drift report."""
+    """The whole pipeline: ingest, train both tasks, score the latest year, drift report.
+
+    The gate uses PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, as every other run does.
+    Exits 10 when the gate rejected a candidate, 11 when drift recommends retraining.
+    """
+    start_flows(
+        "run: ingest, train, score, drift (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
+    )
     from flows.pipeline import pipeline_flow
 
-    result = pipeline_flow(data_dir=str(data_dir) if data_dir else None, min_recall=min_recall)
+    state = cast("State[Any]", pipeline_flow(data_dir=str(data_dir) if data_dir else None, return_state=True))
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
     typer.echo(json.dumps(result, indent=2, default=str))
+    _exit_for_state(state)
+
+
+def _exit_for_state(state: State[Any]) -> None:
+    """Exit with the contract's code for the states that are verdicts, not crashes."""
+    codes = {"Rejected": ExitCode.GATE_REJECTED, "RetrainRecommended": ExitCode.RETRAIN_RECOMMENDED}
+    if state.is_failed() and state.name in codes:
+        typer.secho(f"{state.name}: {state.message}", fg="red", err=True)
+        raise typer.Exit(int(codes[state.name]))
 
 
 def _print_rows(rows: list[dict[str, object]], columns: list[str]) -> None:
@@ -154,15 +382,27 @@ def serve(
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
-    min_recall: Annotated[float | None, typer.Option(help="Override PASSOS_GATE_MIN_RECALL for this run.")] = None,
+    task: Annotated[TaskOrAll, typer.Option(help="The task to train, or all.")] = TaskOrAll.all,
 ) -> None:
-    """Train, evaluate out of time, gate and register a model per task (a Prefect flow)."""
+    """Train, evaluate out of time, gate and register a model per task (a Prefect flow).
+
+    The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR. Exits 10 when the
+    gate rejected a candidate (the champion is unchanged).
+    """
+    require_warehouse()
+    start_flows(
+        f"train {task.value}: starting the flow (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
+    )
     from flows.train import train_flow
 
-    result = cast("list[dict[str, Any]]", train_flow(task=task, min_recall=min_recall))
-    for row in result:
+    state = cast("State[Any]", train_flow(task=task.value, return_state=True))
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    for row in cast("list[dict[str, Any]]", result):
         verdict = "ACCEPTED" if row["accepted"] else "REJECTED"
+        if row.get("held"):
+            verdict = "ACCEPTED, HELD FOR REVIEW"
         typer.echo(
             f"{row['task']}: {row['version']} ({row['kind']}, {row['protocol']}) {verdict}"
             f" recall={_fmt(row['test_recall'])} precision={_fmt(row['test_precision'])}"
@@ -170,32 +410,109 @@ def train(
         )
         for reason in row["reasons"]:
             typer.echo(f"  - {reason}")
+    _exit_for_state(state)
 
 
 @app.command()
 def score(
-    task: Annotated[str, typer.Option(help="current | next_year")] = "current",
+    task: Annotated[TaskName, typer.Option(help="The task whose champion scores.")] = TaskName.current,
     year: Annotated[int | None, typer.Option(help="Year to score (default: the latest).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the ranked scores to this CSV.")] = None,
+    out: Annotated[Path | None, typer.Option(dir_okay=False, help="Also write the ranked scores to this CSV.")] = None,
 ) -> None:
     """Score one year's students with the task's champion into the `risk_scores` table."""
+    require_warehouse()
+    require_champion(task)
+    start_flows(f"score {task.value}: starting the flow")
     from flows.score import score_flow
 
-    result = score_flow(task=task, year=year, out=str(out) if out else None)
+    result = score_flow(task=task.value, year=year, out=str(out) if out else None)
     typer.echo(json.dumps(result))
 
 
 @app.command()
 def drift(
-    task: Annotated[str, typer.Option(help="current | next_year | all")] = "all",
+    task: Annotated[TaskOrAll, typer.Option(help="The task to check, or all.")] = TaskOrAll.all,
     year: Annotated[int | None, typer.Option(help="Year to check (default: the latest).")] = None,
-    window_days: Annotated[int, typer.Option(help="Days of the prediction log to check.")] = 30,
+    window_days: Annotated[int, typer.Option(min=1, help="Days of the prediction log to check.")] = 30,
+    force: Annotated[bool, typer.Option(help="Check even when nothing is new since the last check.")] = False,
 ) -> None:
-    """Drift reports: the latest year and the prediction log against each champion's training data."""
+    """Drift: a year or predictions the champion has not seen, against its training data.
+
+    Verdicts: stable, watch, retrain recommended (exit 11), or no new data since training.
+    """
+    require_warehouse()
+    start_flows(f"drift {task.value}: starting the flow")
     from flows.drift import drift_flow
 
-    result = drift_flow(task=task, year=year, window_days=window_days)
+    state = cast(
+        "State[Any]", drift_flow(task=task.value, year=year, window_days=window_days, force=force, return_state=True)
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
     typer.echo(json.dumps(result, indent=2, default=str))
+    if state.name == "NothingNew":
+        typer.echo(state.message)
+    _exit_for_state(state)
+
+
+@app.command()
+def outcomes(
+    task: Annotated[TaskOrAll, typer.Option(help="current | next_year | all")] = TaskOrAll.all,
+    year: Annotated[int | None, typer.Option(help="Only warnings issued on this year.")] = None,
+    missed: Annotated[bool, typer.Option(help="List the ids of the students behind who were not warned.")] = True,
+) -> None:
+    """How earlier warnings turned out: realised recall, precision and missed ids per model version."""
+    import duckdb
+
+    from modeling.registry import Registry
+    from monitoring.drift import fit_years
+    from monitoring.outcomes import fmt_share, summarise
+    from passos.settings import get_settings
+    from warehouse.connection import connect
+
+    settings = get_settings()
+    try:
+        with connect(settings, read_only=True) as con:
+            rows = con.execute("select * from outcomes").df()
+    except (duckdb.Error, FileNotFoundError) as error:
+        typer.secho(f"error: {error} (run `passos ingest` and `passos score` first)", fg="red", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    if task.value != "all":
+        rows = rows.loc[rows["task"] == task.value]
+    if year is not None:
+        rows = rows.loc[rows["year"] == year]
+    registry = Registry.from_settings(settings)
+    known: dict[str, list[int]] = {}
+    for (task_name, version), _ in rows.groupby(["task", "model_version"]):
+        try:
+            known[str(version)] = fit_years(registry.metadata(str(task_name), str(version)))
+        except (PassosError, OSError, ValueError):
+            continue
+    summaries = summarise(rows, known)
+    if not summaries:
+        typer.echo("no scored student's outcome is known yet: score a year (`passos score`), then ingest the next")
+        return
+    table = [
+        {
+            "task": item.task,
+            "year": item.year,
+            "model_version": item.model_version,
+            "students": item.students,
+            "behind": item.behind,
+            "warned": item.warned,
+            "recall": fmt_share(item.recall),
+            "precision": fmt_share(item.precision),
+            "missed": len(item.missed),
+            "figures": {True: "in-sample", False: "out of sample", None: "unknown"}[item.in_sample],
+        }
+        for item in summaries
+    ]
+    _print_rows(table, list(table[0]))
+    if missed:
+        for item in summaries:
+            if item.missed:
+                typer.echo(f"missed, {item.task} {item.year} {item.model_version}: {', '.join(item.missed)}")
 
 
 def _registry():
@@ -206,10 +523,10 @@ def _registry():
 
 
 @models_app.command("list")
-def models_list(task: Annotated[str | None, typer.Option(help="Only this task.")] = None) -> None:
+def models_list(task: Annotated[TaskName | None, typer.Option(help="Only this task.")] = None) -> None:
     """Every registered version, newest first, with its gate verdict and test figures."""
     rows = []
-    for item in _registry().list_versions(task):
+    for item in _registry().list_versions(task.value if task else None):
         metrics = item.get("metrics") or {}
         rows.append(
             {
@@ -233,11 +550,7 @@ def models_list(task: Annotated[str | None, typer.Option(help="Only this task.")
 def models_show(version: Annotated[str, typer.Argument(help="A version id.")]) -> None:
     """A version's metadata (JSON) and where its model card is."""
     registry = _registry()
-    try:
-        task = registry.find(version)
-    except Exception as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
+    task = registry.find(version)
     typer.echo(json.dumps(registry.metadata(task, version), indent=2, default=str))
     typer.echo(f"model card: {registry.path(task, version) / 'card.md'}")
 
@@ -248,31 +561,21 @@ def models_promote(
     reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by hand",
 ) -> None:
     """Make an accepted version its task's champion (the API follows within seconds)."""
-    from passos.errors import PassosError
-
     registry = _registry()
-    try:
-        task = registry.find(version)
-        registry.promote(task, version, reason=reason)
-    except PassosError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{task}: champion is now {version}")
+    task = registry.find(version)
+    registry.promote(task, version, reason=reason)
     _sync_mirror_after_pointer_change()
+    typer.echo(f"{task}: champion is now {version}")
 
 
 @models_app.command("rollback")
-def models_rollback(task: Annotated[str, typer.Option(help="current | next_year")] = "current") -> None:
+def models_rollback(
+    task: Annotated[TaskName, typer.Option(help="The task to roll back.")] = TaskName.current,
+) -> None:
     """Make the previous champion of a task the champion again."""
-    from passos.errors import PassosError
-
-    try:
-        version = _registry().rollback(task)
-    except PassosError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{task}: champion is now {version}")
+    version = _registry().rollback(task.value)
     _sync_mirror_after_pointer_change()
+    typer.echo(f"{task.value}: champion is now {version}")
 
 
 # A promotion is done once its pointer is switched: the warehouse's copy may lag, never block it.
@@ -281,8 +584,8 @@ PROMOTE_LOCK_RETRIES = 1
 
 def _sync_mirror_after_pointer_change() -> None:
     from modeling.registry_mirror import sync_mirror
-    from passos.errors import WarehouseBusyError
     from passos.settings import get_settings
+    from warehouse.analytics import refresh_analytics
 
     try:
         sync_mirror(get_settings(), lock_retries=PROMOTE_LOCK_RETRIES)
@@ -294,20 +597,19 @@ def _sync_mirror_after_pointer_change() -> None:
             fg="yellow",
             err=True,
         )
+        return
+    refresh_analytics(get_settings())
 
 
 @models_app.command("sync")
 def models_sync() -> None:
     """Rebuild the warehouse's copy of the registry (model_registry) from the champion pointers."""
     from modeling.registry_mirror import sync_mirror
-    from passos.errors import ExitCode, WarehouseBusyError
     from passos.settings import get_settings
+    from warehouse.analytics import refresh_analytics
 
-    try:
-        stale, rows = sync_mirror(get_settings())
-    except WarehouseBusyError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(ExitCode.WAREHOUSE_BUSY) from None
+    stale, rows = sync_mirror(get_settings())  # WarehouseBusyError: one line, exit 4 (handle_errors)
+    refresh_analytics(get_settings())
     was = f"it was stale for {', '.join(stale)}" if stale else "it already agreed"
     typer.echo(f"model_registry: {rows} versions mirrored from the registry's files ({was})")
 
@@ -318,23 +620,28 @@ def _fmt(value: object) -> str:
 
 @app.command("batch-score")
 def batch_score(
-    task: Annotated[str, typer.Option(help="current | next_year")] = "current",
+    task: Annotated[TaskName, typer.Option(help="The task whose champion scores.")] = TaskName.current,
     source: Annotated[
-        Path | None, typer.Option(help="A Parquet file or folder (default: a warehouse year, see --year).")
+        Path | None,
+        typer.Option(exists=True, help="A Parquet file or folder (default: a warehouse year, see --year)."),
     ] = None,
     year: Annotated[
         int | None, typer.Option(help="Warehouse year to score when no --source (default: latest).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default $PASSOS_HOME/batch_scores/...).")] = None,
     reasons: Annotated[bool, typer.Option(help="Add the top reasons per row (slower).")] = False,
-    partition_rows: Annotated[int | None, typer.Option(help="Rows per partition (default setting).")] = None,
+    partition_rows: Annotated[int | None, typer.Option(min=1, help="Rows per partition (default setting).")] = None,
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (default PASSOS_DASK_ADDRESS).")] = None,
 ) -> None:
     """Score a Parquet file or a warehouse year in partitions into Parquet (locally or on Dask)."""
+    if source is None:
+        require_warehouse()
+    require_champion(task)
+    start_flows(f"batch-score {task.value}: starting the flow")
     from flows.batch_score import batch_score_flow
 
     result = batch_score_flow(
-        task=task,
+        task=task.value,
         source=str(source) if source else None,
         year=year,
         out=str(out) if out else None,
@@ -351,12 +658,19 @@ def deploy(
         str | None,
         typer.Option(help="Register on this process work pool and exit (its workers run the flows)."),
     ] = None,
+    alarm_block: Annotated[
+        str | None,
+        typer.Option(
+            help="Notify through this Prefect notification block (slug/name, e.g. slack-webhook/ops) when a run "
+            "ends Rejected, RetrainRecommended, Failed or Crashed (deployments/alarms.yaml)."
+        ),
+    ] = None,
 ) -> None:
     """Register the Prefect deployments and serve them until Ctrl-C, or put them on a work pool (PREFECT_API_URL)."""
     from deployments.deploy import main as deploy_main
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per API call otherwise
-    deploy_main(work_pool=work_pool)
+    deploy_main(work_pool=work_pool, alarm_block=alarm_block)
 
 
 if __name__ == "__main__":

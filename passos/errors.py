@@ -39,6 +39,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     UNEXPECTED = 1  # a bug: a traceback is allowed
+    BUG = 1  # the same code, by its other name
     USAGE = 2  # bad option value, a path that does not exist
     INPUT_FAILED = 3  # some input failed while others loaded
     WAREHOUSE_BUSY = 4  # another process holds the warehouse's write lock

@@ -13,6 +13,13 @@ TASKS = ("current", "next_year")
 # The salt every install shared before per-install salts: public, so only a fallback that warns.
 DEFAULT_ID_SALT = "passos-magicos"
 
+# The gate's recall floor per task: the one place to change the defaults. `make run`, the CLI,
+# the deployments and the runs started from the Prefect UI all read these settings.
+# `current`: the programme's recall target. `next_year`: the original design's floor, 0.75: with a
+# single training pair-year its threshold cannot foresee a shift in the share behind (61 % in
+# 2022->2023, 40 % in 2023->2024), so the target 0.90 is aimed at but not required (README, docs/modeling.md).
+DEFAULT_GATE_MIN_RECALL = {"current": 0.90, "next_year": 0.75}
+
 
 class Settings(BaseSettings):
     """Settings read from ``PASSOS_*`` environment variables (and ``.env``)."""
@@ -23,7 +30,12 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="Where input files are read from.")
 
     # training and the recall gate
-    gate_min_recall: float = Field(default=0.90, ge=0.0, le=1.0)
+    gate_min_recall_current: float = Field(
+        default=DEFAULT_GATE_MIN_RECALL["current"], ge=0.0, le=1.0, description="Gate recall floor, `current`."
+    )
+    gate_min_recall_next_year: float = Field(
+        default=DEFAULT_GATE_MIN_RECALL["next_year"], ge=0.0, le=1.0, description="Gate recall floor, `next_year`."
+    )
     gate_min_precision: float = Field(default=0.50, ge=0.0, le=1.0)
     gate_min_roc_auc: float = Field(
         default=0.70, ge=0.0, le=1.0, description="A model must rank students better than this out of time."
@@ -72,9 +84,15 @@ class Settings(BaseSettings):
 
     # drift
     drift_share_threshold: float = Field(default=0.30, ge=0.0, le=1.0)
-    drift_psi_threshold: float = Field(default=0.20, ge=0.0)
     drift_recall_drop: float = Field(default=0.05, ge=0.0, le=1.0)
     drift_trigger_retrain: bool = False
+    drift_false_alarm_rate: float = Field(
+        default=0.01, gt=0.0, lt=0.5, description="Chance that an unchanged year is called `retrain recommended`."
+    )
+    drift_resamples: int = Field(default=400, ge=50, description="Bootstrap draws that calibrate the thresholds.")
+    drift_min_log_rows: int = Field(default=200, ge=1, description="New prediction-log rows that warrant a check.")
+    drift_retention_days: int = Field(default=180, ge=1, description="Drift reports older than this are pruned.")
+    drift_keep_reports: int = Field(default=20, ge=1, description="Always keep this many newest reports per task.")
 
     # scale-out
     dask_address: str | None = None
@@ -96,9 +114,20 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field(default="America/Sao_Paulo", description="IANA zone of the deployment schedules.")
     serve_limit: int = Field(default=2, ge=1, description="Flow runs the serve process runs at once.")
 
+    def gate_min_recall(self, task: str) -> float:
+        """The gate's recall floor for ``task`` (``PASSOS_GATE_MIN_RECALL_<TASK>``)."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        return float(getattr(self, f"gate_min_recall_{task}"))
+
     @property
     def warehouse_path(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def analytics_path(self) -> Path:
+        """The analysts' copy of the warehouse, replaced after every flow that writes (never locked by them)."""
+        return self.home / "analytics.duckdb"
 
     @property
     def parquet_dir(self) -> Path:

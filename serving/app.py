@@ -146,7 +146,7 @@ def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool 
         known_row = known_mask[i]
         ignored = [name for name in sent if name not in used_set and name not in NOT_FEATURES]
         if route is None:
-            out.append(_unknown(loaded, family, used, known_row, ignored))
+            out.append(_unknown(loaded, family, used, known_row, ignored, sent))
             continue
         score = float(scores[i])
         evaluated = route.metadata.get("out_of_time") or {}
@@ -178,11 +178,16 @@ def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool 
 
 
 def _unknown(
-    loaded: Loaded, family: list[Any], used: list[str], known_row: np.ndarray, ignored: list[str]
+    loaded: Loaded,
+    family: list[Any],
+    used: list[str],
+    known_row: np.ndarray,
+    ignored: list[str],
+    sent: dict[str, Any],
 ) -> dict[str, Any]:
     """The answer for a student too thin for any validated variant: what to send instead."""
     known = {name for name, present in zip(used, known_row, strict=True) if present}
-    options = [fields_to_send(set(b.required) - known) for b in family if b.servable]
+    options = [[f for f in fields_to_send(set(b.required) - known) if f not in sent] for b in family if b.servable]
     needed = min(options, key=len) if options else []
     return {
         "risk_score": None,

@@ -13,10 +13,11 @@ import pandas as pd
 
 from passos.errors import WarehouseBusyError
 from passos.settings import Settings, get_settings
+from warehouse.descriptions import apply_comments
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year")
+SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year", "outcomes", "at_risk")
 
 
 def sql(name: str) -> str:
@@ -63,6 +64,12 @@ def connect(
         if not read_only:
             for name in SCHEMA_FILES:
                 con.execute(sql(name))
+            if not con.execute(
+                "select 1 from duckdb_tables() where database_name = current_database() and table_name = 'features'"
+            ).fetchall():
+                con.execute(sql("features"))  # materialised once here; rebuilt by warehouse/analytics.py
+            # `create or replace view` drops a view's comments: put them back every time.
+            apply_comments(con)
         yield con
     finally:
         con.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from features.featuresets import feature_names
 from features.harmonise import STUDENT_COLUMNS
 
+# Both tasks' inputs (next_year's are current's plus this year's outcomes) and next year's setback.
+FEATURE_BASE: tuple[str, ...] = ("ra", "year", *feature_names("next_year"), "next_defasagem")
+
 CONTRACTS: dict[str, tuple[str, ...]] = {
     "students": (*STUDENT_COLUMNS, "source"),
     "ingest_runs": (
@@ -82,6 +85,20 @@ CONTRACTS: dict[str, tuple[str, ...]] = {
         "reasons",
         "report_path",
     ),
+    "feature_base": FEATURE_BASE,
+    "features": (*FEATURE_BASE, "target_current", "target_next_year"),
+    "at_risk": (
+        "year",
+        "ra",
+        "level",
+        "school_type",
+        "flagged_by",
+        "risk_now",
+        "risk_next_year",
+        "reasons",
+        "model_version",
+    ),
     "features_current": ("ra", "year", *feature_names("current"), "target"),
     "features_next_year": ("ra", "year", *feature_names("next_year"), "target"),
+    "outcomes": ("task", "year", "ra", "model_version", "risk_label", "risk_score", "behind"),
 }

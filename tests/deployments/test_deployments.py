@@ -41,13 +41,93 @@ def test_every_deployment_is_defined_with_its_schedule_and_parameters(settings: 
     }
     retrain = built["train/retrain-weekly"]
     assert retrain.schedules[0].schedule.timezone == settings.schedule_timezone  # type: ignore[union-attr]
-    assert retrain.parameters == {"task": "all", "min_recall": None}
-    # the UI builds its run form from this schema: both parameters must be in it
-    assert set(retrain._parameter_openapi_schema.properties) >= {"task", "min_recall"}
+    assert retrain.parameters == {"task": "all"}
+    # the UI builds its run form from this schema: `task` is an enum (a dropdown), and there is no
+    # per-run gate floor: every run reads PASSOS_GATE_MIN_RECALL_<TASK>
+    for deployment in (retrain, built["drift/drift-daily"]):
+        schema = deployment._parameter_openapi_schema
+        assert "min_recall" not in schema.properties
+        task = schema.properties["task"]
+        choices = task.get("enum") or next(
+            (d["enum"] for d in schema.definitions.values() if d.get("title") == task.get("title")), None
+        )
+        assert choices is not None and set(choices) == {"all", "current", "next_year"}, task
     assert retrain.entrypoint == "flows.train.train_flow"
     assert built["ingest/ingest"].parameters == {"sources": None}
     assert all(d.tags == ["passos"] and d.concurrency_limit == 1 for d in built.values())
     assert len(SPECS) == len(built)
+
+
+@pytest.mark.integration
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
+    prefect_server: dict[str, Any], real_data: Path
+) -> None:
+    """`passos train` against a real Prefect server: exit 10, a FAILED-type `Rejected` run, our logs in it,
+    and the documented automation (deployments/alarms.yaml) posts the alarm to a webhook."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.deploy import create_alarm_automation
+
+    received: list[dict[str, Any]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Thread(target=hook.serve_forever, daemon=True).start()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+        CustomWebhookNotificationBlock(
+            name="ops",
+            url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+            json_data={"text": "{{subject}}\n{{body}}"},
+        ).save("passos-ops", overwrite=True)
+        create_alarm_automation("custom-webhook/passos-ops")
+
+    env = prefect_server["env"] | {
+        "PASSOS_HOME": str(prefect_server["root"] / "rejection-home"),
+        "PASSOS_GATE_MIN_RECALL_CURRENT": "1.0",  # nothing reaches it
+    }
+    passos = [sys.executable, "-m", "passos.cli"]
+    ingest = subprocess.run([*passos, "ingest", "--source", str(real_data)], env=env, capture_output=True, timeout=300)
+    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    train = subprocess.run([*passos, "train", "--task", "current"], env=env, capture_output=True, timeout=600)
+    assert train.returncode == 10, train.stderr[-3000:]
+    assert b"REJECTED" in train.stdout and b"Rejected" in train.stderr
+
+    api = httpx.Client(base_url=prefect_server["api"], timeout=10)
+    runs = api.post(
+        "/flow_runs/filter", json={"flow_runs": {"name": {"like_": ""}}, "sort": "START_TIME_DESC", "limit": 50}
+    ).raise_for_status()
+    flows = {f["id"]: f["name"] for f in api.post("/flows/filter", json={}).raise_for_status().json()}
+    (latest,) = [r for r in runs.json() if flows[r["flow_id"]] == "train"][:1]
+    assert latest["state"]["type"] == "FAILED" and latest["state"]["name"] == "Rejected"
+    assert "gate rejected ['current']" in latest["state"]["message"]
+    artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["train-verdicts"]}}}).json()
+    assert any(a["flow_run_id"] == latest["id"] and "**rejected**" in a["data"] for a in artifacts)
+    logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [latest["id"]]}}, "limit": 200}).json()
+    names = {entry["name"] for entry in logs}
+    assert any(e["name"] == "modeling.registry" and "saved model" in e["message"] for e in logs), names
+    assert not any(name.startswith(("httpx", "httpcore")) for name in names), names
+
+    deadline = time.monotonic() + 90  # the server's trigger and action services work asynchronously
+    while not received and time.monotonic() < deadline:
+        time.sleep(1)
+    hook.shutdown()
+    assert received, "the passos-alarms automation did not notify"
+    assert "ended in Rejected" in received[0]["text"] and "gate rejected" in received[0]["text"], received
 
 
 def free_port() -> int:
@@ -80,6 +160,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         "DO_NOT_TRACK": "1",
         "PASSOS_HOME": str(root / "home"),
         "PASSOS_GATE_MIN_PRECISION": "0.3",
+        "PASSOS_GATE_MIN_RECALL_CURRENT": "0.5",  # the serve process's runs: one floor per task
+        "PASSOS_GATE_MIN_RECALL_NEXT_YEAR": "0.5",
         "LANGFUSE_TRACING_ENABLED": "false",
     }
     log = (root / "server.log").open("wb")
@@ -163,18 +245,21 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
 
         registry = Registry(prefect_server["home"] / "models")
         assert registry.list_versions("current") == []
-        retrained = run("train/retrain-weekly", task="current", min_recall=0.5)
+        retrained = run("train/retrain-weekly", task="current")
         assert retrained.state.is_completed(), serve_log.read_text()[-3000:]  # type: ignore[union-attr]
         (version,) = [v["version"] for v in registry.list_versions("current")]
-        assert registry.champion("current") == version  # min_recall 0.5 and precision 0.3: accepted
+        assert registry.champion("current") == version  # floor 0.5 (the serve process's env), precision 0.3
 
         scored = run("batch-score/batch-score-nightly")
         assert scored.state.is_completed(), serve_log.read_text()[-3000:]  # type: ignore[union-attr]
         outputs = list((prefect_server["home"] / "batch_scores").glob("current-*/part-*.parquet"))
         assert outputs, "the nightly batch score wrote nothing"
 
-        failed = run("train/retrain-weekly", task="no-such-task")
-        assert failed.state.is_failed() and "no-such-task" in (failed.state.message or "")  # type: ignore[union-attr]
+        # a misspelt task is refused when the run is created (an enum parameter), before anything runs
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        with pytest.raises(PrefectHTTPStatusError, match="curent"):
+            run("train/retrain-weekly", task="curent")
         assert len(registry.list_versions("current")) == 1
 
         # a restart of the serve process must not pause the schedules

@@ -20,16 +20,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.data]
 
 @pytest.fixture(scope="module")
 def pipeline(prefect_harness: None, real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Run `passos run`'s flow once on the real files with the gate `make run` applies."""
+    """Run `passos run`'s flow once on the real files, with the original design's recall floor (0.75)."""
     from flows.pipeline import pipeline_flow
 
     home = tmp_path_factory.mktemp("pipeline")
     patch = pytest.MonkeyPatch()
     patch.setenv("PASSOS_HOME", str(home))
+    patch.setenv("PASSOS_GATE_MIN_RECALL_CURRENT", "0.75")
+    patch.setenv("PASSOS_GATE_MIN_RECALL_NEXT_YEAR", "0.75")
     get_settings.cache_clear()
     try:
-        result = pipeline_flow(data_dir=str(real_data), min_recall=0.75)
-        yield {"result": result, "settings": get_settings()}
+        state = pipeline_flow(data_dir=str(real_data), return_state=True)
+        result = state.result(raise_on_failure=False)
+        yield {"result": result, "state": state, "settings": get_settings()}
     finally:
         patch.undo()
         get_settings.cache_clear()
@@ -83,6 +86,25 @@ def test_pipeline_loads_trains_scores_and_reports(pipeline: dict) -> None:
     assert all(Path(r[2]).is_file() for r in reports)
     index = (settings.reports_dir / "index.html").read_text()
     assert all(Path(r[2]).parent.name in index for r in reports)
+
+
+def test_drift_right_after_the_pipeline_recommends_no_retraining(
+    pipeline: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` then `passos drift`: the champions were just fitted on everything there is."""
+    settings: Settings = pipeline["settings"]
+    assert pipeline["state"].is_completed(), pipeline["state"]
+    verdicts = {r["task"]: r["verdict"] for r in pipeline["result"]["drift"]}
+    assert verdicts["current"] == "no new data since training"  # 2024 is one of its training years
+    assert verdicts["next_year"] in ("stable", "watch")  # 2024's inputs are new, but no newer labels exist
+    monkeypatch.setenv("PASSOS_HOME", str(settings.home))
+    get_settings.cache_clear()
+    again = CliRunner().invoke(app, ["drift"])
+    assert again.exit_code == 0 and "nothing new since the last check" in again.output, again.output
+    forced = CliRunner().invoke(app, ["drift", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "retrain recommended" not in forced.output and "no new data since training" in forced.output
+    get_settings.cache_clear()
 
 
 def test_the_served_artifact_finds_its_students_at_its_own_threshold(pipeline: dict) -> None:
@@ -141,6 +163,8 @@ def test_the_example_payload_is_never_a_false_all_clear(pipeline: dict) -> None:
 
 
 def test_the_gate_rejects_a_weak_candidate_and_keeps_the_champion(pipeline: dict) -> None:
+    from prefect.client.schemas.objects import StateType
+
     from flows.train import train_flow
 
     settings: Settings = pipeline["settings"]
@@ -148,15 +172,18 @@ def test_the_gate_rejects_a_weak_candidate_and_keeps_the_champion(pipeline: dict
     before = registry.champion("current")
     patch = pytest.MonkeyPatch()
     patch.setenv("PASSOS_HOME", str(settings.home))
+    patch.setenv("PASSOS_GATE_MIN_RECALL_CURRENT", "1.0")  # the task's own floor, as every run reads it
     get_settings.cache_clear()
     try:
-        state = train_flow(task="current", min_recall=1.0, return_state=True)
-        (outcome,) = state.result()
+        state = train_flow(task="current", return_state=True)
+        (outcome,) = state.result(raise_on_failure=False)
+        cli = CliRunner().invoke(app, ["train", "--task", "current"])
     finally:
         patch.undo()
         get_settings.cache_clear()
-    assert state.name == "Rejected" and "current" in (state.message or "")
+    assert state.type == StateType.FAILED and state.name == "Rejected" and "current" in (state.message or "")
     assert outcome["accepted"] is False and any("recall" in r for r in outcome["reasons"])
+    assert cli.exit_code == 10 and "REJECTED" in cli.output, cli.output
     assert registry.champion("current") == before
     assert registry.metadata("current", outcome["version"])["gate"]["accepted"] is False
 
@@ -193,26 +220,115 @@ def test_score_cli_writes_a_ranked_csv(pipeline: dict, monkeypatch: pytest.Monke
     get_settings.cache_clear()
 
 
-def test_drift_marks_the_run_and_the_api_serves_the_reports(pipeline: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.drift import drift_flow
-    from tests.serving.conftest import start_server
+def test_outcomes_of_the_2023_next_year_warnings_match_the_raw_2024_file(
+    pipeline: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, real_data: Path
+) -> None:
+    """The `outcomes` view against an independent join of the scores with pede_2024.csv."""
+    import csv
+
+    from monitoring.outcomes import summarise
 
     settings: Settings = pipeline["settings"]
     monkeypatch.setenv("PASSOS_HOME", str(settings.home))
-    monkeypatch.setenv("PASSOS_DRIFT_SHARE_THRESHOLD", "0.0")  # any drift at all calls for retraining
     get_settings.cache_clear()
-    state = drift_flow(task="current", return_state=True)
-    assert state.name == "RetrainRecommended" and "current" in (state.message or "")
+    out = tmp_path / "warnings_2023.csv"
+    scored = CliRunner().invoke(app, ["score", "--task", "next_year", "--year", "2023", "--out", str(out)])
+    assert scored.exit_code == 0, scored.output
+    with out.open(encoding="utf-8") as handle:
+        warned = {row["ra"]: row["risk_label"] == "high" for row in csv.DictReader(handle)}
+    with (real_data / "pede_2024.csv").open(encoding="utf-8") as handle:
+        truth = {row["RA"]: int(row["Defasagem"]) < 0 for row in csv.DictReader(handle) if row["Defasagem"].strip()}
+    both = [ra for ra in warned if ra in truth]
+    hits = sum(warned[ra] and truth[ra] for ra in both)
+    expected_recall = hits / sum(truth[ra] for ra in both)
+    expected_precision = hits / sum(warned[ra] for ra in both)
+
+    rows = (
+        duckdb.connect(str(settings.warehouse_path), read_only=True)
+        .execute("select * from outcomes where task = 'next_year' and year = 2023")
+        .df()
+    )
+    (summary,) = summarise(rows)
+    assert summary.students == len(both) and 700 < len(both) < 1014  # students seen again in 2024
+    assert summary.recall == pytest.approx(expected_recall) and summary.precision == pytest.approx(expected_precision)
+    assert summary.missed == sorted(ra for ra in both if truth[ra] and not warned[ra])
+    shown = CliRunner().invoke(app, ["outcomes", "--task", "next_year", "--year", "2023"])
+    assert shown.exit_code == 0, shown.output
+    assert f"{expected_recall:.3f}" in shown.output and "in-sample" in shown.output  # the champion saw 2024
+    assert "Aluno" not in shown.output  # ids only, never names
     get_settings.cache_clear()
+
+
+def _new_year(real_data: Path, folder: Path, *, ipv_shift: float) -> Path:
+    """pede_2025.csv: a year like 2024 (its rows, dated a year later), with IPV moved by ``ipv_shift`` points.
+
+    Birth dates and the year of joining move a year too, so ages and years in the programme
+    stay those of 2024: nothing but IPV differs from a year the training years already resemble.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(real_data / "pede_2024.csv", dtype=str, keep_default_na=False)
+    frame = frame.rename(columns={"INDE 2024": "INDE 2025", "Pedra 2024": "Pedra 2025"})
+    born = pd.to_datetime(frame["Data de Nasc"], errors="coerce", format="mixed") + pd.DateOffset(years=1)
+    frame["Data de Nasc"] = born.dt.strftime("%Y-%m-%d").fillna("")
+    joined = pd.to_numeric(frame["Ano ingresso"], errors="coerce") + 1
+    frame["Ano ingresso"] = joined.map(lambda v: "" if pd.isna(v) else str(int(v)))
+    ipv = pd.to_numeric(frame["IPV"], errors="coerce")
+    frame["IPV"] = (ipv + ipv_shift).clip(0, 10).map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pede_2025.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _copy_home(settings: Settings, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(settings.home, target, ignore=shutil.ignore_patterns("batch_scores", "prefect"))
+    return target
+
+
+@pytest.mark.parametrize("ipv_shift", [0.0, -2.0])
+def test_a_new_year_with_one_indicator_shifted_is_retrain_recommended_naming_it(
+    pipeline: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, real_data: Path, ipv_shift: float
+) -> None:
+    """A synthetic 2025 (the 2024 students a year on); with IPV 2 points lower, drift must say retrain."""
+    settings: Settings = pipeline["settings"]
+    home = _copy_home(settings, tmp_path / "home")
+    monkeypatch.setenv("PASSOS_HOME", str(home))
+    get_settings.cache_clear()
+    source = _new_year(real_data, tmp_path / "data", ipv_shift=ipv_shift)
+    ingested = CliRunner().invoke(app, ["ingest", "--source", str(source)])
+    assert ingested.exit_code == 0 and "loaded" in ingested.output, ingested.output
+    result = CliRunner().invoke(app, ["drift", "--task", "next_year"])
+    report = json.loads(result.stdout)
+    (year_check,) = [r for r in report if r["current"] == "year 2025"]
+    if ipv_shift == 0.0:
+        assert result.exit_code == 0, result.output
+        assert year_check["verdict"] != "retrain recommended", year_check["reasons"]
+        assert not any(reason.startswith("feature ipv moved") for reason in year_check["reasons"])
+    else:
+        assert result.exit_code == 11, result.output
+        assert year_check["verdict"] == "retrain recommended"
+        assert year_check["reasons"][0].startswith("feature ipv moved"), year_check["reasons"]
+        page = (home / "reports" / "drift" / year_check["run_id"] / "report.html").read_text()
+        assert page.index("retrain recommended") < page.index("feature ipv moved") < page.index("What to do")
+    get_settings.cache_clear()
+
+
+def test_the_api_serves_the_reports(pipeline: dict) -> None:
+    from tests.serving.conftest import start_server
+
+    settings: Settings = pipeline["settings"]
     server, thread, url = start_server(settings)
     try:
         import httpx
 
         index = httpx.get(f"{url}/reports/index.html")
-        assert index.status_code == 200 and "retrain recommended" in index.text
-        link = index.text.split('href="')[1].split('"')[0]
+        assert index.status_code == 200 and "Latest verdicts" in index.text
+        link = index.text.split("Every run")[1].split('href="')[1].split('"')[0]
         report = httpx.get(f"{url}/reports/{link}")
-        assert report.status_code == 200 and len(report.content) > 100_000
+        assert report.status_code == 200 and "What to do" in report.text
     finally:
         server.should_exit = True
         thread.join(timeout=10)

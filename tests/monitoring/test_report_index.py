@@ -29,7 +29,8 @@ def _entry(run_id: str, hours: int, **kwargs: object) -> ReportEntry:
 
 
 def _links(page: str) -> list[str]:
-    return re.findall(r'<a href="([^"]+)"', page)
+    """The links of the table of every run (the verdicts and the trend above it link too)."""
+    return re.findall(r'<a href="([^"]+)"', page.split("Every run")[-1])
 
 
 def test_index_lists_newest_first_with_links(tmp_path: Path) -> None:
@@ -73,6 +74,45 @@ def test_entry_validation(kwargs: dict[str, str], message: str) -> None:
     run_id = kwargs.pop("run_id", "r")
     with pytest.raises(ValueError, match=message):
         _entry(run_id, 0, **kwargs)
+
+
+def test_the_page_opens_with_the_latest_verdicts_then_legend_and_trend() -> None:
+    entries = [
+        _entry("r1", 0, task="next_year", verdict="stable", score_psi=0.02, current="year 2024"),
+        _entry(
+            "r2",
+            1,
+            task="next_year",
+            verdict="retrain recommended",
+            score_psi=0.4,
+            current="year 2025",
+            reasons=("feature ipv moved",),
+        ),
+        _entry("r3", 2, task="current", verdict="no new data since training", score_psi=None, share_drifted=None),
+    ]
+    page = render_index(entries)
+    assert page.index("Latest verdicts") < page.index("feature ipv moved") < page.index("<b>PSI</b>")
+    assert page.index("<b>PSI</b>") < page.index("<svg") < page.index("Every run")
+    assert page.count("<circle") == 2  # the run that compared nothing has no PSI to plot
+    assert "no new data since training" in page
+
+
+def test_prune_keeps_recent_reports_and_the_newest_per_task(tmp_path: Path) -> None:
+    from monitoring.report_index import last_fingerprints, prune
+
+    now = datetime(2025, 12, 1, tzinfo=UTC)
+    for i, days in enumerate([400, 300, 200, 10]):
+        created = (now - timedelta(days=days)).isoformat()
+        _write_report_json(
+            tmp_path,
+            f"c{i}",
+            _document(f"c{i}", created, task="current", fingerprint={"comparison": "year", "rows_sha": str(i)}),
+        )
+    _write_report_json(tmp_path, "n0", _document("n0", (now - timedelta(days=500)).isoformat()))
+    removed = prune(tmp_path, retention_days=180, keep=2, now=now)
+    assert sorted(removed) == ["c0", "c1"]  # c2 is old but among the newest two of its task; n0 is its task's only
+    assert sorted(p.name for p in (tmp_path / "drift").iterdir()) == ["c2", "c3", "n0"]
+    assert last_fingerprints(tmp_path)[("current", "year")]["rows_sha"] == "3"
 
 
 def _write_report_json(reports_dir: Path, run_id: str, document: dict[str, object] | str) -> None:

@@ -44,6 +44,7 @@ def test_a_request_too_thin_for_any_model_is_unknown_not_low(service: Running, p
     assert body["risk_label"] == "unknown" and body["risk_score"] is None and body["variant"] is None
     assert body["threshold"] is None and body["reasons"] == []
     assert "fase" in body["needed"]  # what to send: the smallest validated variant's required fields
+    assert not set(body["needed"]) & set(payload)  # never a field that was sent
 
 
 def test_the_full_model_answers_a_complete_student(service: Running) -> None:

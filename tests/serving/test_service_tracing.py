@@ -25,7 +25,9 @@ def _sdk_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def run_calls(model_home: Path, tmp_path: Path, base_url: str, n: int) -> tuple[list[float], Settings]:
+def run_calls(
+    model_home: Path, tmp_path: Path, base_url: str, n: int, *, sdk_timeout: float = 1
+) -> tuple[list[float], Settings]:
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
     settings = Settings(
@@ -34,7 +36,7 @@ def run_calls(model_home: Path, tmp_path: Path, base_url: str, n: int) -> tuple[
         LANGFUSE_SECRET_KEY="sk-lf-test",
         LANGFUSE_BASE_URL=base_url,
         LANGFUSE_TRACING_ENABLED=True,
-        LANGFUSE_TIMEOUT=1,
+        LANGFUSE_TIMEOUT=sdk_timeout,
     )
     server, thread, url = start_server(settings)
     latencies = []
@@ -53,7 +55,10 @@ def run_calls(model_home: Path, tmp_path: Path, base_url: str, n: int) -> tuple[
 
 def test_each_call_becomes_a_trace_with_inputs_output_and_version(model_home: Path, tmp_path: Path) -> None:
     with OtlpReceiver("ok") as receiver:
-        _, _settings = run_calls(model_home, tmp_path, receiver.base_url, 3)
+        # The service gives the tracer's child LANGFUSE_TIMEOUT (+1 s) to flush at shutdown; on a
+        # loaded machine the child may still be importing the SDK after 2 s, so allow 10 here
+        # (it exits as soon as it has sent, so a healthy run does not wait).
+        _, _settings = run_calls(model_home, tmp_path, receiver.base_url, 3, sdk_timeout=10)
         spans = receiver.wait_for_spans(3, timeout=30)  # returns as soon as they arrive; a busy CI box is slow
         raw = b"".join(receiver.bodies)
     names = {span["name"] for span in spans}
