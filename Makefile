@@ -29,7 +29,7 @@ install: $(BIN)/.installed  ## create .venv and install the project
 pipeline: install  ## ingest, train, score and monitor (DATA=folder to read another folder)
 	mkdir -p "$(PREFECT_HOME)"
 	$(BIN)/passos run $(if $(DATA),--data-dir "$(DATA)") || { rc=$$?; \
-		if [ $$rc -eq 10 ] || [ $$rc -eq 11 ]; then echo "make: passos run ended with verdict exit $$rc (see above); serving the current champions" >&2; \
+		if [ $$rc -eq 10 ] || [ $$rc -eq 11 ] || [ $$rc -eq 12 ]; then echo "make: passos run ended with verdict exit $$rc (see above); serving the current champions" >&2; \
 		else exit $$rc; fi; }
 
 run: pipeline id-salt  ## the whole pipeline, then serve the API on $(HOST):$(PORT)

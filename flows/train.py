@@ -363,12 +363,25 @@ def train_flow(task: TaskChoice = "all") -> Any:
         sync_registry_task(settings)
         refresh_analytics_task(settings)
     create_markdown_artifact(key="train-verdicts", markdown=_markdown(outcomes), description="Recall gate verdicts")
+    return final_state(outcomes)
+
+
+def final_state(outcomes: list[dict[str, Any]]) -> Any:
+    """The train run's end: the outcomes, or a FAILED-type verdict state ops cannot miss."""
     rejected = sorted(o["task"] for o in outcomes if not o["accepted"])
     if rejected:
         # FAILED-type on purpose: the run worked, but nothing new is served, and ops must see it.
         reasons = "; ".join(f"{o['task']}: {', '.join(o['reasons'])}" for o in outcomes if not o["accepted"])
         return Failed(
             message=f"gate rejected {rejected}; champions unchanged. {reasons}", name="Rejected", data=outcomes
+        )
+    held = sorted(o["task"] for o in outcomes if o.get("held"))
+    if held:
+        # Accepted on its own bars but judged by a weaker protocol than the champion: nothing new
+        # is served until a person decides, so this is not green either.
+        reasons = "; ".join(f"{o['task']}: {o['reasons'][-1]}" for o in outcomes if o.get("held"))
+        return Failed(
+            message=f"held for review {held}; champions unchanged. {reasons}", name="HeldForReview", data=outcomes
         )
     return outcomes
 

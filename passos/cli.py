@@ -333,7 +333,11 @@ def run(
 
 def _exit_for_state(state: State[Any]) -> None:
     """Exit with the contract's code for the states that are verdicts, not crashes."""
-    codes = {"Rejected": ExitCode.GATE_REJECTED, "RetrainRecommended": ExitCode.RETRAIN_RECOMMENDED}
+    codes = {
+        "Rejected": ExitCode.GATE_REJECTED,
+        "RetrainRecommended": ExitCode.RETRAIN_RECOMMENDED,
+        "HeldForReview": ExitCode.HELD_FOR_REVIEW,
+    }
     if state.is_failed() and state.name in codes:
         typer.secho(f"{state.name}: {state.message}", fg="red", err=True)
         raise typer.Exit(int(codes[state.name]))

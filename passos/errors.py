@@ -44,4 +44,5 @@ class ExitCode(IntEnum):
     INPUT_FAILED = 3  # some input failed while others loaded
     WAREHOUSE_BUSY = 4  # another process holds the warehouse's write lock
     GATE_REJECTED = 10  # `passos train`: the gate rejected a candidate
+    HELD_FOR_REVIEW = 12  # `passos train`: accepted, but judged by a weaker protocol than the champion
     RETRAIN_RECOMMENDED = 11  # `passos drift`: drift says "retrain recommended"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flows.train import champion_on_same_test, gate_task, register_task, train_task
+from flows.train import champion_on_same_test, final_state, gate_task, register_task, train_task
 from modeling.registry import Registry
 from passos.settings import Settings
 from tests.factories import make_feature_frame, register_model
@@ -25,6 +25,8 @@ def test_a_cross_validated_candidate_does_not_replace_an_out_of_time_champion(se
     verdicts = gate_task.fn(settings, results, judged, 0.5)
     outcome = register_task.fn(settings, frame, results, verdicts, judged, 0.5)
     assert outcome["accepted"] is True and outcome["held"] is True
+    state = final_state([outcome])  # what ops see in the Prefect UI: not green, exit 12
+    assert state.is_failed() and state.name == "HeldForReview" and "weaker protocol" in state.message
     assert any("weaker protocol" in reason for reason in outcome["reasons"])
     assert registry.champion("next_year") == champion  # not replaced
     meta = registry.metadata("next_year", outcome["version"])
