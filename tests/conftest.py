@@ -56,22 +56,3 @@ def real_data() -> Path:
     if not (REAL_DATA / "pede_2022.csv").exists():
         pytest.skip(f"real data not found in {REAL_DATA}")
     return REAL_DATA
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Drop Prefect events still queued for a test server that no longer exists.
-
-    The harness's server is gone by now; each queued event would be retried against it at
-    interpreter exit, one connection timeout at a time (minutes for a hundred events).
-    """
-    try:
-        from prefect.events.worker import EventsWorker
-    except ImportError:
-        return
-    for worker in list(getattr(EventsWorker, "_instances", {}).values()):
-        pending = getattr(worker, "_queue", None)
-        if not isinstance(worker, EventsWorker) or pending is None:
-            continue
-        with pending.mutex:
-            pending.queue.clear()
-        pending.put_nowait(None)  # the worker's loop stops at this sentinel
