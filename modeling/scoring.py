@@ -19,12 +19,14 @@ from features.featuresets import encode_frame
 
 @dataclass
 class Scored:
-    """Per row: the score (NaN when unknown), the variant that answered (None), reasons, percentile."""
+    """Per row: the score (NaN when unknown), the variant that answered (None), reasons, percentile,
+    and which features were known."""
 
     scores: np.ndarray
     routes: list[Any]
     reasons: list[list[dict[str, Any]]]
     percentiles: np.ndarray
+    known: np.ndarray
 
     def labels(self) -> list[str]:
         """``high``/``low`` at the answering variant's threshold, ``unknown`` without one."""
@@ -55,7 +57,7 @@ def score_rows(model: Any, matrix: np.ndarray, *, reasons: bool = True, top: int
             part = bundle.predict_proba(matrix[rows])
         scores[rows] = part
         percentiles[rows] = bundle.percentile(part)
-    return Scored(scores, routes, why, percentiles)
+    return Scored(scores, routes, why, percentiles, known_mask)
 
 
 def score_frame(model: Any, version: str, frame: pd.DataFrame, *, task: str, top: int = 3) -> pd.DataFrame:
@@ -67,7 +69,11 @@ def score_frame(model: Any, version: str, frame: pd.DataFrame, *, task: str, top
         served variant can take has a null ``risk_score`` and ``risk_label`` "unknown", ranked last.
     """
     matrix = encode_frame(frame, task)
-    scored = score_rows(model, matrix, top=top) if len(frame) else Scored(np.empty(0), [], [], np.empty(0))
+    scored = (
+        score_rows(model, matrix, top=top)
+        if len(frame)
+        else Scored(np.empty(0), [], [], np.empty(0), np.empty((0, 0), dtype=bool))
+    )
     out = pd.DataFrame(
         {
             "ra": frame["ra"].astype(str).to_numpy(),

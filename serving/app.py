@@ -136,10 +136,10 @@ def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool 
     used_set = set(used)
     records = [derive(sent, year=sent.get("year")) for sent in inputs]
     matrix = encode(records, loaded.task)
-    known_mask = ~np.isnan(matrix)
     model = loaded.model
     family = [model, *getattr(model, "variants", [])]
     scored = score_rows(model, matrix, reasons=reasons)
+    known_mask = scored.known
     routes, scores, percentiles, why_all = scored.routes, scored.scores, scored.percentiles, scored.reasons
     out = []
     for i, (sent, route) in enumerate(zip(inputs, routes, strict=True)):
