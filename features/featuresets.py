@@ -107,6 +107,8 @@ DERIVED_FROM: dict[str, tuple[str, ...]] = {
     "atraso_esperado": ("idade", "fase"),
     "folga_proximo_ano": ("idade", "fase"),
 }
+# Features only the service computes: a request cannot carry them (``anos_no_programa`` it can).
+DERIVED = frozenset(name for name in DERIVED_FROM if name != "anos_no_programa")
 
 
 def fields_to_send(features: Iterable[str]) -> list[str]:

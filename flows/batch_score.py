@@ -9,6 +9,8 @@ into place once every partition is done, so a reader never sees half a result.
 
 Output columns: ``ra, year, task, model_version, risk_score, risk_label, scored_at`` (plus
 ``reasons``, a JSON list, when asked: LightGBM SHAP reasons cost ~0.1-0.25 s per 1,000 rows).
+Every row is routed and labelled by the scoring core (``modeling/scoring.py``), as ``/predict``
+answers it: a row no served variant can take has a null ``risk_score`` and ``risk_label`` "unknown".
 There is no global rank: sort by ``risk_score`` when reading (``rank`` is per year in
 ``risk_scores``, which ``passos score`` fills).
 """
@@ -38,6 +40,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.featuresets import TASKS, encode_frame, feature_names
 from modeling.registry import Registry
+from modeling.scoring import score_rows
 from passos.errors import ModelNotFoundError, SourceError
 from passos.settings import Settings, get_settings
 from warehouse.connection import connect
@@ -124,23 +127,25 @@ def score_table(
     reasons: bool = False,
     top: int = 3,
 ) -> pa.Table:
-    """Score the rows of an Arrow table holding ``ra``, ``year`` and the task's features, in input order."""
+    """Score the rows of an Arrow table holding ``ra``, ``year`` and the task's features, in input order.
+
+    Each row is answered as ``/predict`` answers it (``modeling.scoring.score_rows``): by the
+    richest served variant its known features allow, at that variant's threshold; a row none can
+    take has a null ``risk_score`` and ``risk_label`` "unknown".
+    """
     frame = table.select(feature_names(task)).to_pandas()
-    matrix = encode_frame(frame, task)
-    predict = getattr(model, "predict_many", model.predict_proba)
-    scores = np.asarray(predict(matrix), dtype=np.float64)
+    scored = score_rows(model, encode_frame(frame, task), reasons=reasons, top=top)
     rows = table.num_rows
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "ra": table.column("ra").cast(pa.string()),
         "year": table.column("year").cast(pa.int64()),
         "task": pa.repeat(task, rows),
         "model_version": pa.repeat(version, rows),
-        "risk_score": pa.array(scores),
-        "risk_label": pa.array(np.where(scores >= model.threshold, "high", "low")),
+        "risk_score": pa.array(scored.scores, mask=np.isnan(scored.scores), type=pa.float64()),
+        "risk_label": pa.array(scored.labels(), type=pa.string()),
     }
     if reasons:
-        explained = model.reasons(matrix, top=top) if rows else []
-        columns["reasons"] = pa.array([json.dumps(r, ensure_ascii=False) for r in explained], type=pa.string())
+        columns["reasons"] = pa.array([json.dumps(r, ensure_ascii=False) for r in scored.reasons], type=pa.string())
     columns["scored_at"] = pa.repeat(pa.scalar(scored_at.replace(tzinfo=None), type=pa.timestamp("us")), rows)
     return pa.table(columns)
 

@@ -23,6 +23,7 @@ from modeling.evaluation import evaluate
 from modeling.gate import Verdict, evaluate_gate, hold_reason
 from modeling.refit import ArtifactCheck, check_artifact, refit_on_all
 from modeling.registry import Registry
+from modeling.served import held_out_router, served_figures, served_lines
 from modeling.splits import split_out_of_time
 from modeling.training import TrainingResult, train_candidates
 from modeling.variants import DESCRIPTIONS, VARIANT_ORDER
@@ -176,6 +177,18 @@ def _served_variants(
     return served, checks
 
 
+def served_path_figures(
+    frame: pd.DataFrame, results: dict[str, TrainingResult], served: list[str], *, seed: int
+) -> dict[str, Any] | None:
+    """The out-of-time figures of the served path: the variants fitted without the test year, routed
+    as the service routes (``modeling.served``), over the test year (None without one)."""
+    split = split_out_of_time(frame)
+    if split.test is None:
+        return None
+    router = held_out_router(results["full"].best.bundle, [results[name].best.bundle for name in served])
+    return served_figures(router, split.test, results["full"].task, seed=seed)
+
+
 def _variant_summary(
     result: TrainingResult, verdict: Verdict, bundle: ModelBundle | None, check: ArtifactCheck | None
 ) -> dict[str, Any]:
@@ -222,6 +235,7 @@ def register_task(
     accepted = verdict.accepted and check is not None and check.passed
     reasons = list(verdict.reasons) + ([] if check is None else [f"artifact check: {p}" for p in check.problems])
     primary.variants = [b for name, b in served.items() if name != "full" and b.metadata["gate"]["accepted"]]
+    served_path = served_path_figures(frame, results, [b.variant for b in primary.variants], seed=settings.seed)
     labelled = frame.loc[frame["target"].notna()]
     check_input = encode_frame(labelled.head(1), full.task)[0].tolist()
     card_facts = full.card_metadata()
@@ -245,6 +259,7 @@ def register_task(
         "members": len(primary.members),
         "fold_scheme": primary.metadata.get("fold_scheme"),
         "features": [asdict(spec) for spec in feature_specs(full.task)],
+        "served_path": served_path,
         "metrics": {
             "test": chosen.test_metrics,
             "oof": chosen.oof_metrics,
@@ -287,7 +302,7 @@ def register_task(
             threshold=chosen.bundle.threshold,
             feature_importance=importance,
             groups=chosen.test_predictions.groups,
-            extra_sections=served_sections(metadata),
+            extra_sections=[*served_lines(served_path, test_year=full.test_year), "", *served_sections(metadata)],
         )
 
     registry.save(full.task, primary, metadata, version=version, extra_files=extras)
@@ -305,6 +320,8 @@ def register_task(
         "test_recall": test.get("recall"),
         "test_precision": test.get("precision"),
         "test_roc_auc": test.get("roc_auc"),
+        "served_recall": None if served_path is None else served_path["recall"],
+        "served_unknown": None if served_path is None else served_path["shares"]["unknown"],
         "variants_served": ["full", *[b.variant for b in primary.variants]] if accepted else [],
         "champion": registry.champion(full.task),
         "card": str(registry.path(full.task, version) / "card.md"),

@@ -1,12 +1,26 @@
-"""Scoring with a champion: each row by the richest validated variant its known fields allow.
+"""The one scoring core: every path that scores a student asks this module, and nothing else labels.
 
-One definition for the API and batch scoring: a row no served variant can take gets no score
-(``risk_label`` "unknown"), never a guess.
+It defines, once, for a champion and its served variants (``ModelBundle.variants``):
+
+* routing: each row goes to the richest servable variant whose required features it carries
+  (:func:`route_rows`, vectorised; the same rule as ``ModelBundle.route``);
+* "unknown": a row no servable variant can take gets no score, never a guess, and is told which
+  request fields would let one answer (:func:`answer_rows`: ``needed``);
+* the score (the answering variant's calibrated probability), the label at *that* variant's
+  threshold (:func:`risk_label`), the percentile in the reference year and the reasons;
+* the client contract of an answer: ``missing`` and ``needed`` name only fields a request can
+  carry (a derived feature is reported as the fields it comes from), and an answer from a lesser
+  variant carries ``upgrade``: the fields that would let the best variant answer, with its figures.
+
+``/predict``, ``/predict/batch``, ``passos score`` (:func:`score_frame`, into ``risk_scores``,
+which the ``at_risk`` and ``outcomes`` views read), ``passos batch-score`` (:func:`score_rows`)
+and the served-path evaluation of the model card (``modeling/served.py``) all go through here.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +28,47 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.featuresets import encode_frame
+from features.featuresets import DERIVED_FROM, encode_frame
+
+HIGH, LOW, UNKNOWN = "high", "low", "unknown"
+
+
+def risk_label(score: float, threshold: float | None) -> str:
+    """``high`` at or above the answering variant's threshold, ``low`` below it, ``unknown`` without one.
+
+    The only place a label is computed: every path labels through this function.
+    """
+    if threshold is None or score != score:  # NaN: no variant answered
+        return UNKNOWN
+    return HIGH if score >= threshold else LOW
+
+
+def family(model: Any) -> list[Any]:
+    """The primary and its variants, richest first: the order in which routing tries them."""
+    return sorted([model, *getattr(model, "variants", [])], key=lambda b: -len(b.used or b.feature_names))
+
+
+def route_rows(model: Any, known: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """Which variant answers each row: the richest servable one whose required features are all known.
+
+    Args:
+        model: the champion (a ``ModelBundle`` with its served ``variants``).
+        known: rows x the model's features, True where the value is known.
+
+    Returns:
+        The family (:func:`family`) and, per row, the index of the answering member in it
+        (-1: none can answer, the row is "unknown").
+    """
+    members = family(model)
+    position = {name: j for j, name in enumerate(model.feature_names)}
+    chosen = np.full(known.shape[0], -1, dtype=np.int64)
+    for k, bundle in enumerate(members):
+        if not bundle.servable or any(name not in position for name in bundle.required):
+            continue
+        columns = [position[name] for name in bundle.required]
+        carries = known[:, columns].all(axis=1) if columns else np.ones(known.shape[0], dtype=bool)
+        chosen[(chosen < 0) & carries] = k
+    return members, chosen
 
 
 @dataclass
@@ -29,35 +83,140 @@ class Scored:
     known: np.ndarray
 
     def labels(self) -> list[str]:
-        """``high``/``low`` at the answering variant's threshold, ``unknown`` without one."""
+        """``high``/``low`` at the answering variant's threshold, ``unknown`` without one (:func:`risk_label`)."""
         return [
-            "unknown" if route is None else ("high" if score >= route.threshold else "low")
+            risk_label(score, None if route is None else route.threshold)
             for score, route in zip(self.scores.tolist(), self.routes, strict=True)
         ]
 
+    def variants(self) -> list[str | None]:
+        """The name of the variant that answered each row (None: unknown)."""
+        return [None if route is None else route.variant for route in self.routes]
+
 
 def score_rows(model: Any, matrix: np.ndarray, *, reasons: bool = True, top: int = 3) -> Scored:
-    """Score an encoded matrix with a champion and its variants (``ModelBundle.route`` per row)."""
-    names = list(model.feature_names)
-    known_mask = ~np.isnan(matrix)
-    routes = [model.route({n for n, present in zip(names, row, strict=True) if present}) for row in known_mask]
+    """Score an encoded matrix (rows x the task's features): each row by the variant :func:`route_rows` picks."""
+    known = ~np.isnan(matrix)
+    members, chosen = route_rows(model, known)
     n = matrix.shape[0]
     scores = np.full(n, np.nan)
     percentiles = np.full(n, np.nan)
     why: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    for bundle in [model, *getattr(model, "variants", [])]:
-        rows = [i for i, route in enumerate(routes) if route is bundle]
-        if not rows:
+    for k, bundle in enumerate(members):
+        rows = np.flatnonzero(chosen == k)
+        if not rows.size:
             continue
         if reasons:
             part, part_why = bundle.explain(matrix[rows], top=top)
-            for i, row_why in zip(rows, part_why, strict=True):
+            for i, row_why in zip(rows.tolist(), part_why, strict=True):
                 why[i] = row_why
         else:
             part = bundle.predict_proba(matrix[rows])
         scores[rows] = part
         percentiles[rows] = bundle.percentile(part)
-    return Scored(scores, routes, why, percentiles, known_mask)
+    routes = [None if k < 0 else members[k] for k in chosen.tolist()]
+    return Scored(scores, routes, why, percentiles, known)
+
+
+def request_fields(features: Iterable[str], *, known: Collection[str] = (), sent: Collection[str] = ()) -> list[str]:
+    """The request fields that would provide ``features``, in order, without those already known or sent.
+
+    A derived feature (``idade_menos_fase``, ``idade_ref``, ``fase_esperada``, ``atraso_esperado``,
+    ``folga_proximo_ano``, ``anos_no_programa``) is reported as the fields it comes from
+    (``features.featuresets.DERIVED_FROM``); a known feature, or a source that is one, is not asked for.
+    """
+    out: dict[str, None] = {}
+    for name in features:
+        if name in known:
+            continue
+        for field_name in DERIVED_FROM.get(name, (name,)):
+            if field_name not in known and field_name not in sent:
+                out.setdefault(field_name, None)
+    return list(out)
+
+
+def _figures(bundle: Any) -> dict[str, Any]:
+    return bundle.metadata.get("out_of_time") or {}
+
+
+def answer_rows(
+    model: Any,
+    matrix: np.ndarray,
+    *,
+    sent: Sequence[Collection[str]] | None = None,
+    reasons: bool = True,
+    top: int = 3,
+) -> tuple[list[dict[str, Any]], Scored]:
+    """The answer a client gets for each row (the API's ``Prediction`` without task and version).
+
+    Args:
+        model: the champion and its served variants.
+        matrix: the encoded rows (rows x the task's features).
+        sent: per row, the request fields the client sent (never asked for again).
+        reasons: compute the reasons (exact SHAP); False leaves them empty.
+        top: at most this many reasons per row.
+
+    Returns:
+        Per row ``risk_score, risk_label, variant, variant_recall, variant_precision, threshold,
+        percentile, reasons, missing, needed, upgrade``, and the :class:`Scored` they come from.
+    """
+    scored = score_rows(model, matrix, reasons=reasons, top=top)
+    names = list(model.feature_names)
+    servable = [b for b in family(model) if b.servable]
+    best = servable[0] if servable else None
+    out: list[dict[str, Any]] = []
+    for i, route in enumerate(scored.routes):
+        known = {names[j] for j in np.flatnonzero(scored.known[i]).tolist()}
+        given = sent[i] if sent is not None else ()
+        upgrade: dict[str, Any] | None = None
+        if best is not None and route is not best:
+            add = request_fields(best.required, known=known, sent=given)
+            if add:
+                figures = _figures(best)
+                upgrade = {
+                    "variant": best.variant,
+                    "add": add,
+                    "recall": figures.get("recall"),
+                    "precision": figures.get("precision"),
+                }
+        if route is None:
+            options = [request_fields(b.required, known=known, sent=given) for b in servable]
+            out.append(
+                {
+                    "risk_score": None,
+                    "risk_label": UNKNOWN,
+                    "variant": None,
+                    "variant_recall": None,
+                    "variant_precision": None,
+                    "threshold": None,
+                    "percentile": None,
+                    "reasons": [],
+                    "missing": request_fields([n for n in names if n not in known], known=known, sent=given),
+                    "needed": min(options, key=len) if options else [],
+                    "upgrade": upgrade,
+                }
+            )
+            continue
+        score = float(scored.scores[i])
+        percentile = float(scored.percentiles[i])
+        figures = _figures(route)
+        seen = route.used or names
+        out.append(
+            {
+                "risk_score": score,
+                "risk_label": risk_label(score, route.threshold),
+                "variant": route.variant,
+                "variant_recall": figures.get("recall"),
+                "variant_precision": figures.get("precision"),
+                "threshold": route.threshold,
+                "percentile": None if percentile != percentile else round(percentile, 1),
+                "reasons": scored.reasons[i],
+                "missing": request_fields([n for n in seen if n not in known], known=known, sent=given),
+                "needed": [],
+                "upgrade": upgrade,
+            }
+        )
+    return out, scored
 
 
 def score_frame(model: Any, version: str, frame: pd.DataFrame, *, task: str, top: int = 3) -> pd.DataFrame:

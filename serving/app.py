@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -29,9 +28,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from features.featuresets import derive, encode, feature_names, fields_to_send
+from features.featuresets import derive, encode, feature_names
 from modeling.registry import Registry
-from modeling.scoring import score_rows
+from modeling.scoring import answer_rows
 from passos.settings import Settings, get_settings
 from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
@@ -127,84 +126,33 @@ def sent_inputs(student: BaseModel) -> dict[str, Any]:
 
 
 def predict_rows(loaded: Loaded, inputs: list[dict[str, Any]], *, reasons: bool = True) -> list[dict[str, Any]]:
-    """Score students (their :func:`sent_inputs`): each by the richest validated variant their fields allow.
+    """Score students (their :func:`sent_inputs`) through the scoring core (``modeling.scoring.answer_rows``).
 
-    A student whose fields no validated variant can take gets ``risk_label: "unknown"`` and the
-    fields to send (``needed``), never a guess.
+    Each student is answered by the richest validated variant their fields allow; one whose fields
+    no validated variant can take gets ``risk_label: "unknown"`` and the fields to send
+    (``needed``), never a guess. This adds what only the service knows: the task, the version,
+    the share of importance the fields sent carry, and the fields the task does not use.
     """
     used = feature_names(loaded.task)
     used_set = set(used)
     records = [derive(sent, year=sent.get("year")) for sent in inputs]
-    matrix = encode(records, loaded.task)
-    model = loaded.model
-    family = [model, *getattr(model, "variants", [])]
-    scored = score_rows(model, matrix, reasons=reasons)
-    known_mask = scored.known
-    routes, scores, percentiles, why_all = scored.routes, scored.scores, scored.percentiles, scored.reasons
+    answers, scored = answer_rows(loaded.model, encode(records, loaded.task), sent=inputs, reasons=reasons)
     out = []
-    for i, (sent, route) in enumerate(zip(inputs, routes, strict=True)):
-        known_row = known_mask[i]
-        ignored = [name for name in sent if name not in used_set and name not in NOT_FEATURES]
-        if route is None:
-            out.append(_unknown(loaded, family, used, known_row, ignored, sent))
-            continue
-        score = float(scores[i])
-        evaluated = route.metadata.get("out_of_time") or {}
-        importance = loaded.importance if route is model else loaded.variant_importance.get(route.variant, {})
-        seen = route.used or used
+    for sent, answer, known_row in zip(inputs, answers, scored.known, strict=True):
+        variant = answer["variant"]
+        importance = loaded.importance if variant in (None, "full") else loaded.variant_importance.get(variant, {})
         out.append(
             {
-                "risk_score": score,
-                "risk_label": "high" if score >= route.threshold else "low",
+                **answer,
                 "task": loaded.task,
                 "model_version": loaded.version,
-                "variant": route.variant,
-                "variant_recall": evaluated.get("recall"),
-                "variant_precision": evaluated.get("precision"),
-                "threshold": route.threshold,
-                "percentile": None if np.isnan(percentiles[i]) else round(float(percentiles[i]), 1),
-                "reasons": why_all[i],
-                "missing": [
-                    name for name, present in zip(used, known_row, strict=True) if not present and name in seen
-                ],
-                "needed": [],
                 "known_importance": round(
                     sum(importance.get(n, 0.0) for n, present in zip(used, known_row, strict=True) if present), 4
                 ),
-                "ignored": ignored,
+                "ignored": [name for name in sent if name not in used_set and name not in NOT_FEATURES],
             }
         )
     return out
-
-
-def _unknown(
-    loaded: Loaded,
-    family: list[Any],
-    used: list[str],
-    known_row: np.ndarray,
-    ignored: list[str],
-    sent: dict[str, Any],
-) -> dict[str, Any]:
-    """The answer for a student too thin for any validated variant: what to send instead."""
-    known = {name for name, present in zip(used, known_row, strict=True) if present}
-    options = [[f for f in fields_to_send(set(b.required) - known) if f not in sent] for b in family if b.servable]
-    needed = min(options, key=len) if options else []
-    return {
-        "risk_score": None,
-        "risk_label": "unknown",
-        "task": loaded.task,
-        "model_version": loaded.version,
-        "variant": None,
-        "variant_recall": None,
-        "variant_precision": None,
-        "threshold": None,
-        "percentile": None,
-        "reasons": [],
-        "missing": [name for name in used if name not in known],
-        "needed": needed,
-        "known_importance": round(sum(loaded.importance.get(n, 0.0) for n in known), 4),
-        "ignored": ignored,
-    }
 
 
 def _model_or_503(services: Services, task: str) -> Loaded:
@@ -488,7 +436,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: error_responses[401]})
     async def model(services: ServicesDep) -> dict[str, Any]:
-        """The champion per task: version, out-of-time metrics, reliability tables, variants, threshold, features."""
+        """The champion per task: version, out-of-time metrics (``served_path``: as clients are answered),
+        reliability tables, variants, threshold, features."""
         out: dict[str, Any] = {}
         for task in services.holder.tasks:
             loaded = services.holder.get(task)
@@ -501,6 +450,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "kind": meta.get("kind"),
                 "protocol": meta.get("protocol"),
                 "metrics": meta.get("metrics"),
+                "served_path": meta.get("served_path"),
                 "reliability": meta.get("reliability"),
                 "threshold_gap": meta.get("threshold_gap"),
                 "artifact_check": meta.get("artifact_check"),

@@ -26,7 +26,7 @@ from annotated_types import Interval
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
-from features.featuresets import FEATURES, TASKS, FeatureSpec
+from features.featuresets import DERIVED, FEATURES, TASKS, FeatureSpec
 from features.harmonise import (
     INDICATOR_TOLERANCE,
     ValueProblem,
@@ -38,8 +38,6 @@ from features.harmonise import (
 )
 
 BATCH_MAX = 1000
-# Derived features are computed by the service; clients send what they derive from.
-DERIVED = frozenset({"idade_menos_fase", "idade_ref", "fase_esperada", "atraso_esperado", "folga_proximo_ano"})
 
 EXAMPLE: dict[str, Any] = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
 FULL_EXAMPLE: dict[str, Any] = {
@@ -291,6 +289,20 @@ class Reason(BaseModel):
     )
 
 
+class Upgrade(BaseModel):
+    """What would let the best variant answer instead of the lesser one (or instead of "unknown")."""
+
+    variant: str = Field(description="The variant that would answer: full, the richest", examples=["full"])
+    add: list[str] = Field(
+        description="Request fields to add (a derived feature is named by the fields it comes from)",
+        examples=[["defasagem", "ian"]],
+    )
+    recall: float | None = Field(description="That variant's recall on its out-of-time test year", examples=[0.844])
+    precision: float | None = Field(
+        description="That variant's precision on its out-of-time test year", examples=[0.66]
+    )
+
+
 class Prediction(BaseModel):
     """The answer for one student."""
 
@@ -337,12 +349,22 @@ class Prediction(BaseModel):
         examples=[[{"feature": "ida", "value": 5.5, "contribution": 0.412}]],
     )
     missing: list[str] = Field(
-        description="Features the answering variant uses that were not sent (treated as unknown)",
+        description=(
+            "Request fields the answering variant uses that were not sent (treated as unknown); a derived "
+            "feature is named by the fields it comes from"
+        ),
         examples=[["mat", "por", "ing"]],
     )
     needed: list[str] = Field(
-        description="When risk_label is unknown: the fields to add for the smallest validated variant",
+        description="When risk_label is unknown: the request fields to add for the smallest validated variant",
         examples=[[]],
+    )
+    upgrade: Upgrade | None = Field(
+        description=(
+            "When a lesser variant answered (or none did): the fields that would let the best variant answer, "
+            "with its out-of-time figures; null when the best variant answered"
+        ),
+        examples=[None],
     )
     known_importance: float = Field(
         ge=0.0,
