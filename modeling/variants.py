@@ -9,12 +9,12 @@ features (never missing in its training rows) it carries (``ModelBundle.route``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from features.featuresets import FORBIDDEN, LEGACY_PAYLOAD_FIELDS, feature_names
+from features.featuresets import FORBIDDEN, LEGACY_PAYLOAD_FIELDS, TASKS, feature_names
 
 # A used feature missing in at most this share of the training rows is required: the model
 # has seen too few rows without it to know what its absence means.
@@ -55,3 +55,45 @@ def required_features(frame: pd.DataFrame, used: Sequence[str]) -> tuple[str, ..
         if missing.size and float(missing.mean()) <= REQUIRED_MISSING_SHARE:
             out.append(name)
     return tuple(out)
+
+
+# The README's table of the fields each task's variants read and need, between these markers.
+TABLE_START, TABLE_END = "<!-- fields-by-variant -->", "<!-- /fields-by-variant -->"
+
+
+def readme_fields_table(must_send: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
+    """The README's table of request fields per task and variant, markers included.
+
+    The fields each variant reads come from the code (:func:`variant_features`, derived features
+    named by the request fields they come from); ``must_send`` are the request fields of the
+    trained variants' required features (``required`` in a version's ``variants`` metadata,
+    through ``modeling.scoring.request_fields``), which depend on the training data.
+    """
+    from modeling.scoring import request_fields
+
+    lines = [
+        TABLE_START,
+        "| task | variant | must send | also reads |",
+        "|---|---|---|---|",
+    ]
+    for task in TASKS:
+        for variant in VARIANT_ORDER:
+            needed = list(must_send.get(task, {}).get(variant, []))
+            reads = [f for f in request_fields(variant_features(task, variant)) if f not in needed]
+            lines.append(
+                f"| {task} | {variant} | {', '.join(f'`{f}`' for f in needed) or '-'} | "
+                f"{', '.join(f'`{f}`' for f in reads) or '-'} |"
+            )
+    return "\n".join([*lines, TABLE_END])
+
+
+def required_by_task(readme: str) -> dict[str, dict[str, list[str]]]:
+    """The ``must send`` column of the README's table, per task and variant (empty without the table)."""
+    if TABLE_START not in readme:
+        return {}
+    block = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    out: dict[str, dict[str, list[str]]] = {}
+    for line in block.strip().splitlines()[2:]:
+        task, variant, needed, _ = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        out.setdefault(task, {})[variant] = [] if needed == "-" else [f.strip(" `") for f in needed.split(",")]
+    return out

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,6 +36,7 @@ from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
 from serving.prediction_log import PredictionLog, hash_student_id
 from serving.schemas import (
+    PREDICT_EXAMPLES,
     BatchPrediction,
     BatchRequest,
     ErrorResponse,
@@ -464,7 +465,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/predict", tags=["predict"], response_model=Prediction, dependencies=[AuthDep], responses=error_responses
     )
-    async def predict(body: PredictRequest, services: ServicesDep) -> FastJSON:  # type: ignore[valid-type]
+    async def predict(
+        body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],  # type: ignore[valid-type]
+        services: ServicesDep,
+    ) -> FastJSON:
         """Risk for one student. Every field is optional; `task` picks the model (default `current`)."""
         call = _Call(services, "predict", body.task)  # type: ignore[attr-defined]
         inputs = [sent_inputs(body)]

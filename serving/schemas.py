@@ -40,13 +40,16 @@ from features.harmonise import (
 BATCH_MAX = 1000
 
 EXAMPLE: dict[str, Any] = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
+# A complete student per task: every field the task's full variant reads, so the best model answers.
 FULL_EXAMPLE: dict[str, Any] = {
     "task": "current",
+    "year": 2024,
     "fase": 3,
-    "idade": 13,
-    "genero": "F",
-    "instituicao": "publica",
-    "anos_no_programa": 2,
+    "idade": 15,
+    "data_nasc": "2009-05-20",
+    "genero": "Feminino",
+    "instituicao": "Pública",
+    "ano_ingresso": 2021,
     "iaa": 8.0,
     "ieg": 7.5,
     "ips": 6.5,
@@ -55,7 +58,21 @@ FULL_EXAMPLE: dict[str, Any] = {
     "ipv": 7.2,
     "mat": 6.0,
     "por": 5.5,
+    "ing": 6.5,
     "prev_defasagem": -1,
+    "prev_inde": 6.8,
+    "prev_ida": 5.0,
+}
+FULL_EXAMPLE_NEXT_YEAR: dict[str, Any] = FULL_EXAMPLE | {"task": "next_year", "defasagem": -1, "ian": 5.0, "inde": 6.9}
+# /docs and /openapi.json: the complete examples first (answered by the full variant), then the
+# original design's six fields (answered by a lesser variant, or "unknown", with what to add).
+PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "current": {"summary": "current: a complete student (answered by full)", "value": FULL_EXAMPLE},
+    "next_year": {"summary": "next_year: a complete student (answered by full)", "value": FULL_EXAMPLE_NEXT_YEAR},
+    "six_fields": {
+        "summary": "the original six fields (a lesser variant or unknown, with what to add)",
+        "value": EXAMPLE,
+    },
 }
 
 
@@ -94,11 +111,41 @@ def _fase_spelling(value: Any) -> Any:
         ) from None
 
 
+# The letters a PEDE label may carry with an accent, and the other ways they may be written.
+_LETTER_VARIANTS = {"a": "áàâãä", "e": "éèêë", "i": "íìîï", "o": "óòôõöº", "u": "úùûü", "c": "ç"}
+
+
+def _letter_class(char: str) -> str:
+    if not char.isalpha():  # escape only ECMA-262's syntax characters: "\\-" is invalid there
+        return "\\" + char if char in "^$\\.*+?()[]{}|/" else char
+    variants = char.lower() + char.upper() + _LETTER_VARIANTS.get(char.lower(), "")
+    variants += "".join(v.upper() for v in _LETTER_VARIANTS.get(char.lower(), "") if v != "º")
+    return "[" + "".join(dict.fromkeys(variants)) + "]"
+
+
+def label_pattern(group: str) -> str:
+    """The published rule for the PEDE labels of ``group``: any case, accents optional, any run of spaces.
+
+    A JSON Schema pattern (ECMA-262, no flags), so a client generated from ``/openapi.json``
+    accepts exactly what the service does: the request validator applies the same pattern
+    before ingestion's :func:`features.harmonise.parse_label` reads the label.
+    """
+    words = [
+        r"\s+".join("".join(_letter_class(c) for c in word) for word in label.split())
+        for label in label_spellings(group)
+    ]
+    return r"^\s*(" + "|".join(words) + r")\s*$"
+
+
 def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:
+    pattern = re.compile(label_pattern(spec.name))
+
     def convert(value: Any) -> Any:
         if not isinstance(value, str) or value in spec.categories:
             return value
         try:
+            if not pattern.search(value):  # the published rule is the exact rule
+                raise ValueProblem(value)
             code = parse_label(spec.name, value)
             if code is None:  # a blank string: an empty cell in a sheet, but not a spelling of anything here
                 raise ValueProblem(value)
@@ -122,6 +169,16 @@ def _fase_text_branch(examples: list[str]) -> Callable[[dict[str, Any]], None]:
     return extra
 
 
+def _label_branch(group: str) -> Callable[[dict[str, Any]], None]:
+    """Publish that a categorical field also takes the PEDE labels (its validator converts them)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        examples = [label.title() for label in label_spellings(group)][:3]
+        schema["anyOf"].insert(1, {"type": "string", "pattern": label_pattern(group), "examples": examples})
+
+    return extra
+
+
 def _field(spec: FeatureSpec) -> tuple[Any, Any]:
     if spec.kind == "categorical":
         labels = ", ".join(label_spellings(spec.name))
@@ -129,8 +186,12 @@ def _field(spec: FeatureSpec) -> tuple[Any, Any]:
             Annotated[Literal[spec.categories] | None, BeforeValidator(_label_spelling(spec))],
             Field(
                 default=None,
-                description=f"{spec.description}: {', '.join(spec.categories)}, or a PEDE label ({labels})",
+                description=(
+                    f"{spec.description}: {', '.join(spec.categories)}, or a PEDE label ({labels}; any case, "
+                    "accents optional)"
+                ),
                 examples=[spec.categories[0]],
+                json_schema_extra=_label_branch(spec.name),
             ),
         )
     description = f"{spec.description} (range {spec.minimum}..{spec.maximum})"
@@ -241,7 +302,10 @@ def check_combinations(values: dict[str, Any]) -> None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(EXAMPLE), dict(FULL_EXAMPLE)]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{k: v for k, v in FULL_EXAMPLE.items() if k != "task"}, dict(EXAMPLE)]},
+    )
 
     @model_validator(mode="after")
     def _possible(self) -> _Strict:
@@ -254,9 +318,17 @@ StudentFeatures: type[BaseModel] = create_model(
 )
 
 _TaskName = Literal["current", "next_year"]
+
+
+class _OneStudent(StudentFeatures):  # type: ignore[valid-type,misc]
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [example["value"] for example in PREDICT_EXAMPLES.values()]}
+    )
+
+
 PredictRequest: type[BaseModel] = create_model(
     "PredictRequest",
-    __base__=StudentFeatures,
+    __base__=_OneStudent,
     __doc__="One student, and which model to ask.",
     task=(_TaskName, Field(default="current", description="current (default) or next_year")),
 )

@@ -1,0 +1,189 @@
+"""One student, one answer: every path scores the real students of a year exactly as `/predict` does.
+
+`/predict` over real HTTP, `passos score`, `passos batch-score` on local threads and on a Dask
+cluster: the same label ("unknown" included) and the same score (within 1e-6) for every student.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.batch_score import read_scores
+from modeling.registry import Registry
+from passos.cli import app
+from passos.settings import Settings, get_settings
+from serving.schemas import PREDICT_EXAMPLES
+from tests.serving.conftest import start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
+
+YEAR = 2023  # labelled for both tasks (next_year's truth is 2024), so the outcomes view lists it too
+# The students table's raw fields a client sends (the service derives the rest, as the views do).
+RAW = (
+    "fase",
+    "idade",
+    "genero",
+    "instituicao",
+    "ano_ingresso",
+    "data_nasc",
+    "ano_nasc",
+    "iaa",
+    "ieg",
+    "ips",
+    "ipp",
+    "ida",
+    "ipv",
+    "mat",
+    "por",
+    "ing",
+)
+THIS_YEAR = ("defasagem", "ian", "inde")
+LAST_YEAR = ("prev_defasagem", "prev_inde", "prev_ida")
+
+
+@pytest.fixture(scope="module")
+def home(pipeline: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A copy of the trained home (the paths below write scores into its warehouse)."""
+    copy = tmp_path_factory.mktemp("one-answer") / "home"
+    shutil.copytree(pipeline["settings"].home, copy, ignore=shutil.ignore_patterns("prefect", "*.lock"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PASSOS_HOME", str(copy))
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        patch.undo()
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def requests_of_year(settings: Settings, task: str, year: int) -> dict[str, dict[str, Any]]:
+    """Per student of ``year``, the request a client holding the warehouse's raw fields would send."""
+    fields = RAW + (THIS_YEAR if task == "next_year" else ())
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        rows = con.execute(
+            f"select s.ra, s.year, {', '.join(f's.{f}' for f in fields)}, {', '.join(f'b.{f}' for f in LAST_YEAR)} "
+            "from students as s inner join feature_base as b on b.ra = s.ra and b.year = s.year "
+            "where s.year = ? order by s.ra",
+            [year],
+        ).fetchall()
+    names = ("ra", "year", *fields, *LAST_YEAR)
+    out = {}
+    for row in rows:
+        record = dict(zip(names, row, strict=True))
+        ra = str(record.pop("ra"))
+        body = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items() if v is not None}
+        out[ra] = body | {"task": task}
+    return out
+
+
+def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -> dict[str, tuple[str, float]]:
+    served = Settings(home=settings.home, rate_limit_per_s=0)
+    server, thread, url = start_server(served)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            out = {}
+            for ra, body in requests.items():
+                response = client.post("/predict", json=body)
+                assert response.status_code == 200, (ra, response.text)
+                answer = response.json()
+                out[ra] = (answer["risk_label"], answer["risk_score"])
+            examples = {name: client.post("/predict", json=e["value"]).json() for name, e in PREDICT_EXAMPLES.items()}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    for task in ("current", "next_year"):  # the published complete examples get the best model
+        assert examples[task]["variant"] == "full" and examples[task]["upgrade"] is None, examples[task]
+    return out
+
+
+def labelled(frame: pd.DataFrame) -> dict[str, tuple[str, float]]:
+    return {
+        str(ra): (label, None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score))
+        for ra, label, score in zip(frame["ra"], frame["risk_label"], frame["risk_score"], strict=True)
+    }
+
+
+def assert_same(reference: dict[str, tuple[str, float]], other: dict[str, tuple[str, float]], path: str) -> None:
+    assert sorted(other) == sorted(reference), path
+    labels = [ra for ra in reference if reference[ra][0] != other[ra][0]]
+    assert not labels, f"{path}: {len(labels)} students labelled differently, e.g. {labels[:5]}"
+    for ra, (label, score) in reference.items():
+        theirs = other[ra][1]
+        if label == "unknown":
+            assert score is None and theirs is None, (path, ra)
+        else:
+            assert theirs is not None and abs(theirs - score) <= 1e-6, (path, ra, score, theirs)
+
+
+@pytest.mark.parametrize("task", ["current", "next_year"])
+def test_every_path_gives_every_student_of_a_year_the_api_answer(
+    home: Settings, dask_address: str, tmp_path: Path, task: str
+) -> None:
+    requests = requests_of_year(home, task, YEAR)
+    api = answers_over_http(home, requests)
+    runner = CliRunner()
+
+    scored = runner.invoke(app, ["score", "--task", task, "--year", str(YEAR), "--out", str(tmp_path / "s.csv")])
+    assert scored.exit_code == 0, scored.output
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        table = con.execute(
+            "select ra, risk_label, risk_score from risk_scores where task = ? and year = ?", [task, YEAR]
+        ).df()
+        outcomes = con.execute(
+            "select ra, risk_label, risk_score from outcomes where task = ? and year = ?", [task, YEAR]
+        ).df()
+    assert_same(api, labelled(table), "passos score")
+    assert_same({ra: api[ra] for ra in outcomes["ra"]}, labelled(outcomes), "the outcomes view")
+
+    for where, extra in (("local", []), ("dask", ["--dask-address", dask_address])):
+        out = tmp_path / f"batch-{where}"
+        batch = runner.invoke(
+            app,
+            ["batch-score", "--task", task, "--year", str(YEAR), "--out", str(out), "--partition-rows", "300", *extra],
+        )
+        assert batch.exit_code == 0, batch.output
+        summary = json.loads(next(line for line in batch.output.splitlines() if line.startswith("{")))
+        assert summary["partitions"] >= 2
+        assert_same(api, labelled(read_scores(out)), f"passos batch-score ({where})")
+
+    counts = pd.Series([label for label, _ in api.values()]).value_counts().to_dict()
+    assert counts.get("high", 0) > 0 and counts.get("low", 0) > 0, counts
+
+
+def test_the_readme_names_the_fields_the_served_variants_need(home: Settings) -> None:
+    """The README's table of required fields is the trained models' own (``modeling.variants``)."""
+    from modeling.scoring import request_fields
+    from modeling.variants import readme_fields_table, required_by_task
+
+    registry = Registry.from_settings(home)
+    must_send = {
+        task: {
+            name: request_fields(v["required"])
+            for name, v in registry.metadata(task, registry.champion(task))["variants"].items()
+        }
+        for task in ("current", "next_year")
+    }
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert required_by_task(readme) == must_send
+    assert readme_fields_table(must_send) in readme

@@ -1,0 +1,112 @@
+"""The scoring core: routing, labels, the client's field names, and the served-path figures."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from features.featuresets import encode_frame, feature_names
+from flows.batch_score import score_table
+from modeling.registry import Registry
+from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame
+from modeling.served import held_out_router, served_figures, served_lines
+from modeling.variants import readme_fields_table, required_by_task
+from tests.factories import make_feature_frame, register_model
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    registry = Registry(tmp_path_factory.mktemp("scoring") / "models")
+    version = register_model(registry, "next_year", kind="lightgbm", seed=2, variants=("core", "example"))
+    model, _ = registry.load_checked("next_year", version)
+    return model
+
+
+def test_labels_come_from_the_answering_variants_threshold() -> None:
+    assert risk_label(0.5, 0.5) == "high" and risk_label(0.49, 0.5) == "low"
+    assert risk_label(float("nan"), 0.5) == "unknown" and risk_label(0.9, None) == "unknown"
+
+
+def test_vectorised_routing_is_the_bundles_own_rule_for_every_field_set(champion: Any) -> None:
+    names = feature_names("next_year")
+    required = sorted({n for b in family(champion) for n in b.required})
+    masks = []
+    for size in range(len(required) + 1):
+        for present in itertools.combinations(required, size):
+            masks.append([n in present or n not in required for n in names])
+    known = np.asarray(masks, dtype=bool)
+    members, chosen = route_rows(champion, known)
+    expected = [champion.route({n for n, k in zip(names, row, strict=True) if k}) for row in known]
+    got = [None if k < 0 else members[k] for k in chosen.tolist()]
+    assert [id(b) for b in got] == [id(b) for b in expected]
+    assert {None if b is None else b.variant for b in got} >= {"full", "example", None}
+
+
+def test_client_fields_name_the_sources_of_derived_features() -> None:
+    assert request_fields(["idade_menos_fase", "folga_proximo_ano", "ida"]) == ["idade", "fase", "ida"]
+    assert request_fields(["idade_menos_fase", "atraso_esperado"], known={"fase"}) == ["idade"]
+    assert request_fields(["anos_no_programa"], sent={"year"}) == ["ano_ingresso"]
+    assert request_fields(["anos_no_programa", "idade_ref"], known={"anos_no_programa"}) == ["idade"]
+
+
+def test_every_path_answers_a_row_as_the_api_does(champion: Any) -> None:
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=60, seed=5).drop(columns=["target"])
+    thin = frame.index % 3 == 0
+    frame.loc[thin, ["idade", "idade_menos_fase", "genero"]] = np.nan  # too thin for full and core
+    frame.loc[frame.index % 7 == 0, [n for n in feature_names("next_year") if n != "iaa"]] = np.nan  # unknown
+    answers, _ = answer_rows(champion, encode_frame(frame, "next_year"))
+    batch = score_table(
+        champion,
+        "v",
+        pa.Table.from_pandas(frame, preserve_index=False),
+        task="next_year",
+        scored_at=datetime.now(UTC),
+    ).to_pandas()
+    ranked = score_frame(champion, "v", frame, task="next_year").set_index("ra").loc[frame["ra"]]
+    labels = [a["risk_label"] for a in answers]
+    assert batch["risk_label"].tolist() == labels == ranked["risk_label"].tolist()
+    assert {"unknown", "high", "low"} <= set(labels)
+    assert {a["variant"] for a in answers} >= {"full", "example", None}
+    scores = np.asarray([np.nan if a["risk_score"] is None else a["risk_score"] for a in answers])
+    np.testing.assert_allclose(batch["risk_score"].to_numpy(dtype=float), scores, atol=1e-9)
+    assert batch["risk_score"].isna().tolist() == [a["risk_label"] == "unknown" for a in answers]
+    for answer in answers:
+        if answer["variant"] == "full":
+            assert answer["upgrade"] is None
+        else:
+            upgrade = answer["upgrade"]
+            assert upgrade["variant"] == "full" and upgrade["add"] and upgrade["recall"] == 0.95
+        if answer["risk_label"] == "unknown":
+            assert answer["needed"] and answer["percentile"] is None and answer["reasons"] == []
+
+
+def test_served_figures_count_unknown_as_missed_and_split_next_year_by_now(champion: Any) -> None:
+    test = make_feature_frame("next_year", years=(2024,), n_per_year=200, seed=9)
+    test.loc[test.index % 5 == 0, ["idade", "idade_menos_fase", "fase"]] = np.nan
+    router = held_out_router(champion, champion.variants)
+    figures = served_figures(router, test, "next_year", resamples=50)
+    shares = figures["shares"]
+    assert sum(shares.values()) == pytest.approx(1.0) and shares["unknown"] == pytest.approx(0.2)
+    assert figures["answered"]["unknown"] == 40 and figures["n"] == 200
+    assert figures["recall"] < figures["recall_scored"]
+    assert figures["bootstrap_95"]["roc_auc"][0] <= figures["roc_auc"] <= figures["bootstrap_95"]["roc_auc"][1]
+    parts = figures["by_now"]
+    assert parts["behind_now"]["n"] + parts["on_track_now"]["n"] == 200 - int(test["defasagem"].isna().sum())
+    text = "\n".join(served_lines(figures, test_year=2024))
+    assert "| all | 200 | 0.200 |" in text and "behind now" in text and "on track now" in text
+    assert served_lines(None)[-1].startswith("No held-out year")
+
+
+def test_the_readme_table_of_fields_is_the_codes() -> None:
+    readme = README.read_text(encoding="utf-8")
+    must_send = required_by_task(readme)
+    assert set(must_send) == {"current", "next_year"}
+    assert readme_fields_table(must_send) in readme
