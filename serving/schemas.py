@@ -124,17 +124,17 @@ def _letter_class(char: str) -> str:
 
 
 def label_pattern(group: str) -> str:
-    """The published rule for the PEDE labels of ``group``: any case, accents optional, any run of spaces.
+    """The published rule for the PEDE labels of ``group``: any case, accents optional, runs of spaces.
 
     A JSON Schema pattern (ECMA-262, no flags), so a client generated from ``/openapi.json``
     accepts exactly what the service does: the request validator applies the same pattern
-    before ingestion's :func:`features.harmonise.parse_label` reads the label.
+    before ingestion's :func:`features.harmonise.parse_label` reads the label (which, on a
+    match, always finds it: the accents fold away and the spaces collapse).
     """
     words = [
-        r"\s+".join("".join(_letter_class(c) for c in word) for word in label.split())
-        for label in label_spellings(group)
+        " +".join("".join(_letter_class(c) for c in word) for word in label.split()) for label in label_spellings(group)
     ]
-    return r"^\s*(" + "|".join(words) + r")\s*$"
+    return "^ *(" + "|".join(words) + ") *$"
 
 
 def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:

@@ -31,6 +31,7 @@ INSTITUICAO = [
     "Pública",
     "PÚBLICA",
     "escola   publica",
+    "  Escola  Pública ",
     "Rede Decisão",
     "Escola JP II",
     "Privada - Programa de Apadrinhamento",
