@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from features.featuresets import derive, encode, encode_frame, feature_specs
+from modeling.scoring import HIGH, score_rows
 from monitoring.evidently_adapter import DriftResult, run_drift
 from monitoring.psi import EPSILON, PSI_MODERATE, PSI_SIGNIFICANT
 
@@ -329,12 +330,17 @@ def _calibrate(null: np.ndarray, monitored: np.ndarray, alpha: float) -> np.ndar
 # --- the check --------------------------------------------------------------------------------
 
 
-def _realised(current: pd.DataFrame, threshold: float) -> dict[str, float] | None:
-    if "target" not in current or current["target"].notna().sum() == 0:
+def _labelled(current: pd.DataFrame) -> bool:
+    return "target" in current and bool(current["target"].notna().any())
+
+
+def _realised(current: pd.DataFrame) -> dict[str, float] | None:
+    """Realised recall and precision of the labels the scoring core gives (``unknown`` is not a warning)."""
+    if not _labelled(current):
         return None
     rows = current.loc[current["target"].notna()]
     y = rows["target"].to_numpy(dtype=float) > 0.5
-    flagged = rows["risk_score"].to_numpy(dtype=float) >= threshold
+    flagged = (rows["risk_label"] == HIGH).to_numpy()
     positives, alerts = int(y.sum()), int(flagged.sum())
     hits = int((y & flagged).sum())
     return {
@@ -423,7 +429,9 @@ def check(
         )
     signals.append(Signal(WEIGHTED, "weighted", float(now[-1]), float(alarm[-1]), float(watch[-1])))
 
-    performance = _realised(cur, float(model.threshold))
+    if _labelled(cur) and "risk_label" not in cur:  # each row answered as a client would be
+        cur["risk_label"] = score_rows(model, encode_frame(cur, task), reasons=False).labels()
+    performance = _realised(cur)
     reasons_retrain: list[str] = []
     reasons_watch: list[str] = []
     recall = None if performance is None else performance.get("recall")
@@ -474,7 +482,7 @@ def check(
         ]
     result = None
     if evidently:
-        result = _evidently(ref, cur, task, float(model.threshold))
+        result = _evidently(ref, cur, task)
     return DriftCheck(
         verdict,
         reasons,
@@ -499,7 +507,7 @@ def check(
     )
 
 
-def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, task: str, threshold: float) -> DriftResult:
+def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, task: str) -> DriftResult:
     """Evidently's per-column report, the detail under the verdict on the report page."""
     specs = feature_specs(task)
     numeric = [s.name for s in specs if s.kind == "numeric"]
@@ -510,11 +518,11 @@ def _evidently(ref: pd.DataFrame, cur: pd.DataFrame, task: str, threshold: float
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
         for name in categorical:
             frame[name] = frame[name].astype("object")
-    labelled = "target" in cur and cur["target"].notna().any()
+    labelled = _labelled(cur)
     extra: list[str] = []
     if labelled:
         cur["target"] = cur["target"].astype("float")
-        cur["prediction"] = (cur["risk_score"] >= threshold).astype(int)
+        cur["prediction"] = (cur["risk_label"] == HIGH).astype(int)
         extra = ["target", "prediction", "risk_score"]
     return run_drift(
         ref[[*numeric, *categorical]],

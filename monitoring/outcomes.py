@@ -14,7 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-WARNING_LABEL = "high"
+from modeling.scoring import HIGH
+
+WARNING_LABEL = HIGH  # the scoring core's label, as risk_scores holds it: the view computes none
 OUTCOME_COLUMNS = ("task", "year", "ra", "model_version", "risk_label", "risk_score", "behind")
 
 

@@ -18,7 +18,7 @@ Record schema (one object per line, UTF-8):
     ``latency_ms`` (float): time the prediction took.
     ``inputs`` (object): feature name to value; non-finite numbers are written as null.
     ``risk_score`` (float | null): predicted probability of setback.
-    ``risk_label`` (str | null): ``"high"`` when the score is at or above the model's threshold, else ``"low"``.
+    ``risk_label`` (str | null): ``"high"`` when the score is at or above the answering variant's threshold, ``"low"`` below it, ``"unknown"`` when no variant could answer (``modeling.scoring.risk_label``).
     ``student_hash`` (str, optional): :func:`hash_student_id` of the student id.
     ``error`` (str, optional): why the prediction failed.
 

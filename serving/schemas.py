@@ -144,7 +144,7 @@ def _label_spelling(spec: FeatureSpec) -> Callable[[Any], Any]:
         if not isinstance(value, str) or value in spec.categories:
             return value
         try:
-            if not pattern.search(value):  # the published rule is the exact rule
+            if not pattern.fullmatch(value):  # the published rule is the exact rule
                 raise ValueProblem(value)
             code = parse_label(spec.name, value)
             if code is None:  # a blank string: an empty cell in a sheet, but not a spelling of anything here
