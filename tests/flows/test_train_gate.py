@@ -51,6 +51,12 @@ def test_the_served_artifact_is_checked_and_described(settings: Settings) -> Non
     assert served == {name for name, v in meta["variants"].items() if v["served"] and name != "full"}
     card = (registry.path("current", outcome["version"]) / "card.md").read_text()
     assert "## The served artifact" in card and "## Variants" in card and "95 % interval" in card
+    # the out-of-time figures as clients are answered: the served variants routed over the test year
+    served_path = meta["served_path"]
+    assert served_path["n"] == int((frame["year"] == 2024).sum()) and sum(served_path["answered"].values()) == 250
+    assert served_path["answered"]["full"] > 0 and served_path["bootstrap_95"]["recall"]
+    assert "## Out of time, as served" in card and f"| all | {served_path['n']} |" in card
+    assert outcome["served_recall"] == served_path["recall"]
     if outcome["accepted"]:
         assert registry.champion("current") == outcome["version"]
 
