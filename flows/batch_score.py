@@ -40,7 +40,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.featuresets import TASKS, encode_frame, feature_names
 from modeling.registry import Registry
-from modeling.scoring import score_rows
+from modeling.scoring import HIGH, score_rows
 from passos.errors import ModelNotFoundError, SourceError
 from passos.settings import Settings, get_settings
 from warehouse.connection import connect
@@ -313,8 +313,7 @@ def batch_score_flow(
 def _count_high(folder: Path) -> int:
     parts = sorted(folder.glob("part-*.parquet"))
     return sum(
-        int(pc.sum(pc.equal(pq.read_table(p, columns=["risk_label"])["risk_label"], "high")).as_py() or 0)
-        for p in parts
+        int(pc.sum(pc.equal(pq.read_table(p, columns=["risk_label"])["risk_label"], HIGH)).as_py() or 0) for p in parts
     )
 
 

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.refresh import refresh_analytics_task
 from modeling.registry import Registry
-from modeling.scoring import score_frame
+from modeling.scoring import HIGH, score_frame
 from passos.errors import ModelNotFoundError
 from passos.safe_csv import write_csv
 from passos.settings import Settings, get_settings
@@ -63,7 +63,7 @@ def score_flow(task: str = "current", year: int | None = None, out: str | None =
     scores: pd.DataFrame = score_task(settings, task, frame)
     n = write_scores(settings, scores, out)
     refresh_analytics_task(settings)
-    high = int((scores["risk_label"] == "high").sum())
+    high = int((scores["risk_label"] == HIGH).sum())
     get_run_logger().info("scored %d students of %s for %s: %d high risk", n, year or "the latest year", task, high)
     latest = int(frame["year"].max()) if n else year
     return {"task": task, "year": latest, "scored": n, "high_risk": high, "out": out}

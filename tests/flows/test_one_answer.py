@@ -109,11 +109,14 @@ def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -
                 answer = response.json()
                 out[ra] = (answer["risk_label"], answer["risk_score"])
             examples = {name: client.post("/predict", json=e["value"]).json() for name, e in PREDICT_EXAMPLES.items()}
+            described = client.get("/model").json()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
     for task in ("current", "next_year"):  # the published complete examples get the best model
         assert examples[task]["variant"] == "full" and examples[task]["upgrade"] is None, examples[task]
+        served_path = described[task]["served_path"]  # /model reports the figures of the served path
+        assert 0.0 <= served_path["shares"]["unknown"] < 0.2 and served_path["recall"] <= served_path["recall_scored"]
     return out
 
 
