@@ -405,14 +405,15 @@ def final_state(outcomes: list[dict[str, Any]]) -> Any:
 
 def _markdown(outcomes: list[dict[str, Any]]) -> str:
     lines = [
-        "| task | version | model | verdict | recall | precision | ROC-AUC | reasons |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | version | model | verdict | recall | precision | ROC-AUC | served: recall (unknown = missed) "
+        "| served: unknown | reasons |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         verdict = "accepted" if o["accepted"] else "**rejected**"
         figures = [
-            f"{o[k]:.3f}" if isinstance(o[k], float) else "n/a"
-            for k in ("test_recall", "test_precision", "test_roc_auc")
+            f"{o.get(k):.3f}" if isinstance(o.get(k), float) else "n/a"
+            for k in ("test_recall", "test_precision", "test_roc_auc", "served_recall", "served_unknown")
         ]
         lines.append(
             f"| {o['task']} | {o['version']} | {o['kind']} | {verdict} | {' | '.join(figures)} | {'; '.join(o['reasons'])} |"
