@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.featuresets import FORBIDDEN, check_policy, encode_frame, feature_names, feature_specs
 from modeling.bundle import KINDS, Kind, ModelBundle
-from modeling.calibration import fit_calibrator, reliability_table
+from modeling.calibration import fit_calibration, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
 from modeling.evaluation import bootstrap_intervals, evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, combination_warnings, feature_aucs
@@ -220,7 +220,7 @@ def fit_candidate(
     years = rows["year"].to_numpy()
     folds, scheme = cross_fit_folds(years, rows["ra"].astype(str).to_numpy(), y, seed)
     members, oof_raw, params = fit_members(kind, X, y, task, folds, seed)
-    calibrator = fit_calibrator(oof_raw, y)
+    calibrator, calibration = fit_calibration(oof_raw, y, groups=years)
     oof_proba = calibrator(oof_raw)
     aim = operating_recall(int(y.sum()), recall_target, recall_confidence)
     threshold = choose_threshold(y, oof_proba, aim)
@@ -254,7 +254,7 @@ def fit_candidate(
         "seed": seed,
         "members": len(members),
         "fold_scheme": scheme,
-        "calibration": calibrator.method,
+        "calibration": calibration,
         "params": params,
         "validation": "cross_fit",
         "validation_metrics": oof_metrics,
