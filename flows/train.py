@@ -17,8 +17,9 @@ from prefect.states import Failed
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
 from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
+from modeling.baselines import baseline_flags
 from modeling.bundle import ModelBundle
-from modeling.card import served_sections, write_card
+from modeling.card import baseline_sections, served_sections, write_card
 from modeling.evaluation import evaluate
 from modeling.gate import Verdict, evaluate_gate, hold_reason
 from modeling.refit import ArtifactCheck, check_artifact, refit_on_all
@@ -101,6 +102,7 @@ def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] |
         tolerance=settings.gate_tolerance,
         min_roc_auc=settings.gate_min_roc_auc,
     )
+    verdict.flags = baseline_flags(result.baselines)
     if result.variant == "full":
         reason = hold_reason({"protocol": result.protocol, "test_year": result.test_year}, champion)
         if reason is not None:
@@ -192,6 +194,7 @@ def _variant_summary(
             k: test.get(k) for k in ("n", "positives", "recall", "precision", "roc_auc", "pr_auc", "brier")
         },
         "reliability_test_year": test.get("reliability"),
+        "baselines": result.baselines,
         "gate": verdict.as_dict(),
         "artifact_check": None if check is None else check.as_dict(),
     }
@@ -251,6 +254,7 @@ def register_task(
             "served_oof": primary.metadata.get("oof_metrics"),
             "candidates": card_facts["candidates"],
             "champion_on_same_test": champion,
+            "baselines": full.baselines,
         },
         "reliability": {
             "test_year": chosen.test_metrics.get("reliability"),
@@ -287,7 +291,7 @@ def register_task(
             threshold=chosen.bundle.threshold,
             feature_importance=importance,
             groups=chosen.test_predictions.groups,
-            extra_sections=served_sections(metadata),
+            extra_sections=[*served_sections(metadata), *baseline_sections(metadata)],
         )
 
     registry.save(full.task, primary, metadata, version=version, extra_files=extras)

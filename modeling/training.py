@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.featuresets import FORBIDDEN, check_policy, encode_frame, feature_names, feature_specs
+from modeling.baselines import compare_with_baselines
 from modeling.bundle import KINDS, Kind, ModelBundle
 from modeling.calibration import fit_calibration, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
@@ -99,6 +100,7 @@ class TrainingResult:
     validation: str = "cross_fit"
     recall_confidence: float = RECALL_CONFIDENCE
     variant: str = "full"
+    baselines: dict[str, Any] | None = None
 
     @property
     def best(self) -> CandidateResult:
@@ -154,6 +156,7 @@ class TrainingResult:
             "audit_max_auc": self.audit_max_auc,
             "warnings": list(self.warnings),
             "forbidden": sorted(FORBIDDEN[self.task]),
+            "baselines": self.baselines,
         }
 
 
@@ -365,6 +368,11 @@ def train_candidates(
         candidates[chosen].test_metrics["bootstrap_95"] = bootstrap_intervals(
             held.y_true, held.y_score, candidates[chosen].bundle.threshold, seed=seed
         )
+    baselines = None
+    if split.test is not None and held.y_true.size:
+        baselines = compare_with_baselines(
+            split.test, task, held.y_true, held.y_score, candidates[chosen].bundle.threshold
+        )
     aim = candidates[chosen].bundle.metadata["operating_recall"]
     gap = candidates[chosen].bundle.metadata["threshold_gap"]
     if gap["wide"]:
@@ -408,4 +416,5 @@ def train_candidates(
         warnings=notes,
         recall_confidence=recall_confidence,
         variant=variant,
+        baselines=baselines,
     )

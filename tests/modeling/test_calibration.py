@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-
 from sklearn.metrics import roc_auc_score
 
+from features.featuresets import TASKS, encode_frame
 from modeling.calibration import CalibrationError, _logistic, fit_calibration, fit_calibrator, reliability_table
+from modeling.training import train_candidates
+from modeling.variants import VARIANT_ORDER
+from passos.settings import Settings
+from warehouse import loader
+from warehouse.connection import connect
+from warehouse.sources import discover
 
 
 def test_platt_is_monotone_bounded_and_calibrated() -> None:
@@ -98,3 +106,25 @@ def test_a_score_that_ranks_backwards_within_years_cannot_be_calibrated() -> Non
         fit_calibrator(score, y, groups=years)
     with pytest.raises(ValueError, match="groups"):
         fit_calibrator(score, y, groups=years[:-1])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_every_variant_ranks_the_real_test_year_as_its_raw_score(
+    real_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Calibrated and raw scores give every candidate of every variant the same out-of-time ROC-AUC."""
+    settings = Settings(home=tmp_path_factory.mktemp("real"))
+    with connect(settings) as con:
+        loader.ingest(con, "real", discover([real_data]))
+        frames = {task: con.execute(f"select * from features_{task}").df() for task in TASKS}
+    for task, frame in frames.items():
+        for variant in VARIANT_ORDER:
+            result = train_candidates(frame, task, recall_target=0.9, seed=42, variant=variant)
+            test = frame.loc[(frame["year"] == result.test_year) & frame["target"].notna()]
+            X, y = encode_frame(test, task), test["target"].to_numpy()
+            for kind, candidate in result.candidates.items():
+                bundle = candidate.bundle
+                raw, calibrated = roc_auc_score(y, bundle.raw_score(X)), roc_auc_score(y, bundle.predict_proba(X))
+                assert bundle.calibrator.a > 0, (task, variant, kind)
+                assert calibrated == pytest.approx(raw, abs=1e-9), (task, variant, kind)
