@@ -142,7 +142,8 @@ def compare_with_baselines(
         frame: the test year's rows, in the order of ``y_true`` (the rules read their columns).
         task: ``"current"`` or ``"next_year"``.
         y_true: the rows' labels, 0/1.
-        y_score: the model's calibrated scores on those rows.
+        y_score: the model's calibrated scores on those rows; NaN where it gave none (the row is
+            never flagged and ranks below every scored row).
         threshold: the model's alert threshold.
 
     Returns:
@@ -154,6 +155,11 @@ def compare_with_baselines(
         raise ValueError(f"frame has {len(frame)} rows, y_true {len(y_true)}, y_score {len(y_score)}")
     y = np.asarray(y_true, dtype=np.float64) == 1.0
     score = np.asarray(y_score, dtype=np.float64)
+    unknown = np.isnan(score)
+    if unknown.any():
+        floor = float(np.nanmin(score)) - 1.0 if (~unknown).any() else 0.0
+        score = np.where(unknown, floor, score)
+        threshold = max(float(threshold), floor + 0.5)
     rules = RULES.get(task, ())
     flags = {rule.name: np.asarray(rule.flags(frame), dtype=bool) for rule in rules}
     segments: dict[str, Any] = {}

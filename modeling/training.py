@@ -23,6 +23,7 @@ from modeling.calibration import fit_calibration, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
 from modeling.evaluation import bootstrap_intervals, evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, combination_warnings, feature_aucs
+from modeling.segments import fit_segment_thresholds
 from modeling.splits import Protocol, Split, split_out_of_time
 from modeling.threshold import (
     RECALL_CONFIDENCE,
@@ -229,6 +230,13 @@ def fit_candidate(
     threshold = choose_threshold(y, oof_proba, aim)
     oof_metrics = evaluate(y, oof_proba, threshold.cut)
     oof_metrics.update(operating_recall=aim, precision_at_recall=precision_at_recall(y, oof_proba, aim))
+    segment_cuts = (
+        fit_segment_thresholds(
+            y, oof_proba, rows["defasagem"].to_numpy(), threshold=threshold.cut, recall_confidence=recall_confidence
+        )
+        if "defasagem" in rows
+        else None
+    )
     bundle = ModelBundle(
         task=task,
         kind=kind,
@@ -263,6 +271,7 @@ def fit_candidate(
         "validation_metrics": oof_metrics,
         "oof_metrics": oof_metrics,
         "oof_reliability": reliability_table(y, oof_proba),
+        "segment_thresholds": segment_cuts,
         "threshold_gap": {
             "highest": threshold.highest,
             "lowest": threshold.lowest,

@@ -54,6 +54,14 @@ def test_a_model_that_does_not_beat_a_rule_is_named() -> None:
     assert any("slack rule on on track now students" in flag for flag in flags)
 
 
+def test_rows_without_a_score_are_never_flagged() -> None:
+    frame, y = _next_year_rows()
+    score = np.array([0.9, 0.8, 0.7, 0.2, 0.6, np.nan, 0.1, np.nan])
+    out = compare_with_baselines(frame, "next_year", y, score, threshold=0.0)
+    assert out["segments"]["all"]["model"]["flagged"] == 6
+    assert out["segments"]["on track now"]["model"]["caught"] == 1
+
+
 def test_current_rules_read_the_level_and_the_age() -> None:
     frame = pd.DataFrame(
         {"fase": [1.0, 3.0, 2.0], "idade": [12.0, 12.0, np.nan], "atraso_esperado": [-2.0, 0.0, np.nan]}
