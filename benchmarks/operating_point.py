@@ -94,6 +94,19 @@ def main() -> None:
     )
     _table("One threshold", y, before, behind_now, unknown)
     _table("Per-segment operating point", y, after, behind_now, unknown)
+    share = primary.metadata["segment_thresholds"][ON_TRACK_NOW]["oof_flag_share"]
+    on_track_scored = np.where(~behind_now & ~unknown)[0]
+    order = np.argsort(-scored.scores[on_track_scored], kind="stable")
+    by_rank = before & behind_now
+    by_rank[on_track_scored[order[: round(share * (~behind_now).sum())]]] = True
+    _table(
+        f"Not stored: the on-track out-of-fold flag share ({share:.0%}) applied by rank",
+        y,
+        by_rank,
+        behind_now,
+        unknown,
+    )
+    _table("Not stored: the per-segment cut with the slack rule as a floor", y, after | slack, behind_now, unknown)
     _table(
         "Persistence and the slack rule (`defasagem < 0`, or on track with `folga_proximo_ano <= 0`)",
         y,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
 from modeling.baselines import baseline_flags
 from modeling.bundle import ModelBundle
+from modeling.calibration import CalibrationError
 from modeling.card import baseline_sections, served_sections, write_card
 from modeling.evaluation import evaluate
 from modeling.gate import Verdict, evaluate_gate, hold_reason
@@ -37,6 +39,8 @@ from warehouse.connection import connect, replace_rows
 # refuses a misspelt value ("curent") when the run is created, before anything starts.
 TaskChoice = Literal["all", "current", "next_year"]
 
+logger = logging.getLogger(__name__)
+
 
 @task
 def read_features(settings: Settings, task_name: str) -> pd.DataFrame:
@@ -47,18 +51,27 @@ def read_features(settings: Settings, task_name: str) -> pd.DataFrame:
 
 @task
 def train_task(settings: Settings, frame: pd.DataFrame, task_name: str) -> dict[str, TrainingResult]:
-    """Fit each variant's candidates on the earlier years and evaluate them on the latest (pure, in modeling/)."""
-    return {
-        variant: train_candidates(
-            frame,
-            task_name,
-            recall_target=settings.recall_target,
-            seed=settings.seed,
-            audit_max_auc=settings.audit_max_auc,
-            variant=variant,
-        )
-        for variant in VARIANT_ORDER
-    }
+    """Fit each variant's candidates on the earlier years and evaluate them on the latest (pure, in modeling/).
+
+    A variant other than ``full`` whose candidates all fail calibration is left out (logged);
+    the ``full`` variant's failure ends the run.
+    """
+    results: dict[str, TrainingResult] = {}
+    for variant in VARIANT_ORDER:
+        try:
+            results[variant] = train_candidates(
+                frame,
+                task_name,
+                recall_target=settings.recall_target,
+                seed=settings.seed,
+                audit_max_auc=settings.audit_max_auc,
+                variant=variant,
+            )
+        except CalibrationError as error:
+            if variant == "full":
+                raise
+            logger.warning("variant %s of %s is not trained: %s", variant, task_name, error)
+    return results
 
 
 def champion_on_same_test(registry: Registry, frame: pd.DataFrame, task_name: str) -> dict[str, Any] | None:

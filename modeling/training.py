@@ -19,7 +19,7 @@ import pandas as pd
 from features.featuresets import FORBIDDEN, check_policy, encode_frame, feature_names, feature_specs
 from modeling.baselines import compare_with_baselines
 from modeling.bundle import KINDS, Kind, ModelBundle
-from modeling.calibration import fit_calibration, reliability_table
+from modeling.calibration import CalibrationError, fit_calibration, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
 from modeling.evaluation import bootstrap_intervals, evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, combination_warnings, feature_aucs
@@ -329,8 +329,12 @@ def train_candidates(
     model. ``select_on="test"`` applies the key to the test year instead (optimistic; for
     comparison only).
 
+    A candidate whose scores admit no increasing calibration (:class:`CalibrationError`) is
+    left out, with a warning in the result.
+
     Raises:
         LeakageError: a feature breaks the policy or the audit (checked on the training rows).
+        CalibrationError: no candidate could be calibrated.
     """
     max_auc = get_settings().audit_max_auc if audit_max_auc is None else audit_max_auc
     split = split_out_of_time(frame)
@@ -338,16 +342,22 @@ def train_candidates(
     candidates: dict[str, CandidateResult] = {}
     train_groups = _groups(split.train)
     y_train = split.train["target"].to_numpy(dtype=np.float64)
+    uncalibrated: list[str] = []
     for kind in candidate_kinds(task, variant, kinds):
-        bundle, oof_proba = fit_candidate(
-            kind,
-            split.train,
-            task,
-            recall_target=recall_target,
-            seed=seed,
-            recall_confidence=recall_confidence,
-            variant=variant,
-        )
+        try:
+            bundle, oof_proba = fit_candidate(
+                kind,
+                split.train,
+                task,
+                recall_target=recall_target,
+                seed=seed,
+                recall_confidence=recall_confidence,
+                variant=variant,
+            )
+        except CalibrationError as error:
+            logger.warning("%s/%s for %s left out: %s", kind, variant, task, error)
+            uncalibrated.append(f"{kind}: left out, {error}")
+            continue
         oof_metrics = evaluate(y_train, oof_proba, bundle.threshold, groups=train_groups)
         if split.test is None:
             held_out = Predictions(y_train, oof_proba, train_groups)
@@ -361,7 +371,11 @@ def train_candidates(
         bundle.metadata.update(protocol=split.protocol, test_year=split.test_year)
         validation_metrics = bundle.metadata["validation_metrics"]
         candidates[kind] = CandidateResult(kind, bundle, oof_metrics, test_metrics, held_out, validation_metrics)
-    notes = combination_warnings({k: c.oof_metrics.get("roc_auc") for k, c in candidates.items()}, max_auc)
+    if not candidates:
+        raise CalibrationError(f"no candidate of {task}/{variant} can be calibrated: {'; '.join(uncalibrated)}")
+    notes = uncalibrated + combination_warnings(
+        {k: c.oof_metrics.get("roc_auc") for k, c in candidates.items()}, max_auc
+    )
     keys: dict[str, tuple[float, float, int]] = {}
     for name, candidate in candidates.items():
         if select_on == "test":

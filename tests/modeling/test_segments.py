@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,8 +40,11 @@ def test_the_on_track_cut_reaches_its_own_recall_below_the_global_one() -> None:
 
 
 class _Bundle:
-    threshold = 0.7
-    metadata = {"segment_thresholds": {BEHIND_NOW: {"threshold": 0.7}, ON_TRACK_NOW: {"threshold": 0.3}}}
+    def __init__(self) -> None:
+        self.threshold = 0.7
+        self.metadata: dict[str, Any] = {
+            "segment_thresholds": {BEHIND_NOW: {"threshold": 0.7}, ON_TRACK_NOW: {"threshold": 0.3}}
+        }
 
 
 def test_segment_threshold_falls_back_to_the_model_threshold() -> None:
