@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.states import Failed, State
 
 from features.featuresets import TASKS
+from flows.call_list import call_list_task
 from flows.drift import drift_flow
 from flows.ingest import ingest_flow
 from flows.score import score_flow
@@ -37,6 +38,7 @@ def pipeline_flow(data_dir: str | None = None) -> Any:
     trained = _result(trained_state)
     registry = Registry.from_settings(get_settings())
     scored = [score_flow(task=name) for name in TASKS if registry.champion(name) is not None]
+    call_list = call_list_task(get_settings()) if registry.champion("next_year") is not None else None
     drift_state = cast("State[Any]", drift_flow(task="all", return_state=True))
     summary = {
         "ingest": [
@@ -44,6 +46,7 @@ def pipeline_flow(data_dir: str | None = None) -> Any:
         ],
         "train": [{k: r[k] for k in ("task", "version", "kind", "accepted", "reasons")} for r in trained],
         "score": scored,
+        "call_list": call_list,
         "drift": _result(drift_state),
     }
     for state in (trained_state, drift_state):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -17,8 +18,10 @@ from prefect.states import Failed
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
 from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
+from modeling.baselines import baseline_flags
 from modeling.bundle import ModelBundle
-from modeling.card import served_sections, write_card
+from modeling.calibration import CalibrationError
+from modeling.card import baseline_sections, served_sections, write_card
 from modeling.evaluation import evaluate
 from modeling.gate import Verdict, evaluate_gate, hold_reason
 from modeling.refit import ArtifactCheck, check_artifact, refit_on_all
@@ -37,6 +40,8 @@ from warehouse.connection import connect, replace_rows
 # refuses a misspelt value ("curent") when the run is created, before anything starts.
 TaskChoice = Literal["all", "current", "next_year"]
 
+logger = logging.getLogger(__name__)
+
 
 @task
 def read_features(settings: Settings, task_name: str) -> pd.DataFrame:
@@ -47,18 +52,27 @@ def read_features(settings: Settings, task_name: str) -> pd.DataFrame:
 
 @task
 def train_task(settings: Settings, frame: pd.DataFrame, task_name: str) -> dict[str, TrainingResult]:
-    """Fit each variant's candidates on the earlier years and evaluate them on the latest (pure, in modeling/)."""
-    return {
-        variant: train_candidates(
-            frame,
-            task_name,
-            recall_target=settings.recall_target,
-            seed=settings.seed,
-            audit_max_auc=settings.audit_max_auc,
-            variant=variant,
-        )
-        for variant in VARIANT_ORDER
-    }
+    """Fit each variant's candidates on the earlier years and evaluate them on the latest (pure, in modeling/).
+
+    A variant other than ``full`` whose candidates all fail calibration is left out (logged);
+    the ``full`` variant's failure ends the run.
+    """
+    results: dict[str, TrainingResult] = {}
+    for variant in VARIANT_ORDER:
+        try:
+            results[variant] = train_candidates(
+                frame,
+                task_name,
+                recall_target=settings.recall_target,
+                seed=settings.seed,
+                audit_max_auc=settings.audit_max_auc,
+                variant=variant,
+            )
+        except CalibrationError as error:
+            if variant == "full":
+                raise
+            logger.warning("variant %s of %s is not trained: %s", variant, task_name, error)
+    return results
 
 
 def champion_on_same_test(registry: Registry, frame: pd.DataFrame, task_name: str) -> dict[str, Any] | None:
@@ -102,6 +116,7 @@ def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] |
         tolerance=settings.gate_tolerance,
         min_roc_auc=settings.gate_min_roc_auc,
     )
+    verdict.flags = baseline_flags(result.baselines)
     if result.variant == "full":
         reason = hold_reason({"protocol": result.protocol, "test_year": result.test_year}, champion)
         if reason is not None:
@@ -205,6 +220,7 @@ def _variant_summary(
             k: test.get(k) for k in ("n", "positives", "recall", "precision", "roc_auc", "pr_auc", "brier")
         },
         "reliability_test_year": test.get("reliability"),
+        "baselines": result.baselines,
         "gate": verdict.as_dict(),
         "artifact_check": None if check is None else check.as_dict(),
     }
@@ -266,6 +282,7 @@ def register_task(
             "served_oof": primary.metadata.get("oof_metrics"),
             "candidates": card_facts["candidates"],
             "champion_on_same_test": champion,
+            "baselines": full.baselines,
         },
         "reliability": {
             "test_year": chosen.test_metrics.get("reliability"),
@@ -302,7 +319,12 @@ def register_task(
             threshold=chosen.bundle.threshold,
             feature_importance=importance,
             groups=chosen.test_predictions.groups,
-            extra_sections=[*served_lines(served_path, test_year=full.test_year), "", *served_sections(metadata)],
+            extra_sections=[
+                *served_lines(served_path, test_year=full.test_year),
+                "",
+                *served_sections(metadata),
+                *baseline_sections(metadata),
+            ],
         )
 
     registry.save(full.task, primary, metadata, version=version, extra_files=extras)

@@ -215,6 +215,91 @@ def served_sections(metadata: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+BASELINE_READING = {
+    "current": (
+        "`current` is nearly determined by age and level: the target compares the level with the level "
+        "ideal for the school year, and the age says the school year. A rule that reads only the level and "
+        "the age does about as well as any model here; `next_year` is where a model adds value."
+    ),
+    "next_year": (
+        "Persistence finds the students already behind and, by definition, none of the on-track students "
+        "who fall behind; the on-track rows are where the model must add value."
+    ),
+}
+
+
+def baseline_sections(metadata: Mapping[str, Any]) -> list[str]:
+    """Markdown: the one-line rules beside the model on the test year, and the verdict's flags."""
+    baselines = (metadata.get("metrics") or {}).get("baselines") or metadata.get("baselines")
+    if not baselines:
+        return []
+    task = str(metadata.get("task", ""))
+    lines = ["## Baselines: one-line rules on the same test year", ""]
+    lines += [BASELINE_READING.get(task, ""), ""]
+    lines += [f"- `{name}`: {says}." for name, says in (baselines.get("rules") or {}).items()]
+    lines.append("")
+    rows: list[list[object]] = []
+    for segment, table in (baselines.get("segments") or {}).items():
+        model = table["model"]
+        rows.append(
+            [
+                segment,
+                "**model** (its threshold)",
+                model["n"],
+                model["positives"],
+                model["flagged"],
+                model["caught"],
+                model["recall"],
+                model["precision"],
+                model["flag_rate"],
+                "-",
+                "-",
+            ]
+        )
+        for name, row in (table.get("rules") or {}).items():
+            beaten = row.get("beaten")
+            rows.append(
+                [
+                    segment,
+                    name,
+                    row["n"],
+                    row["positives"],
+                    row["flagged"],
+                    row["caught"],
+                    row["recall"],
+                    row["precision"],
+                    row["flag_rate"],
+                    row.get("model_recall_at_rule_precision"),
+                    "n/a" if beaten is None else ("yes" if beaten else "**no**"),
+                ]
+            )
+    lines += _table(
+        [
+            "students",
+            "who flags",
+            "n",
+            "behind",
+            "flagged",
+            "caught",
+            "recall",
+            "precision",
+            "flag rate",
+            "model recall at the rule's precision",
+            "model beats it",
+        ],
+        rows,
+    )
+    flags = list((metadata.get("gate") or {}).get("flags") or [])
+    lines += [
+        "",
+        "The model beats a rule when, at a precision at least the rule's, its precision-recall curve reaches "
+        "a higher recall. A model that does not is flagged in the gate's verdict (a flag, not a rejection).",
+        "",
+    ]
+    lines += [f"- **Flagged**: {flag}." for flag in flags] or ["- Not flagged: the model beats every rule."]
+    return lines
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]

@@ -28,6 +28,9 @@ class Verdict:
         held_reason: why it was held.
         checks: Every check by name, each ``{"metric", "value", "limit", "passed", "message"}``
             (champion checks also carry ``champion`` and ``tolerance``).
+        flags: One sentence per one-line rule the candidate does not beat on the test year
+            (``modeling.baselines``). A flag does not reject: it tells the reader that a rule
+            from the sheet does as well, which is what a person should know before relying on it.
     """
 
     accepted: bool
@@ -35,6 +38,7 @@ class Verdict:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     held: bool = False
     held_reason: str | None = None
+    flags: list[str] = field(default_factory=list)
 
     @property
     def auto_promote(self) -> bool:

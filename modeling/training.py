@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from features.featuresets import FORBIDDEN, check_policy, encode_frame, feature_names, feature_specs
+from modeling.baselines import compare_with_baselines
 from modeling.bundle import KINDS, Kind, ModelBundle
-from modeling.calibration import fit_calibrator, reliability_table
+from modeling.calibration import CalibrationError, fit_calibration, reliability_table
 from modeling.candidates import cross_fit_folds, fit_members
 from modeling.evaluation import bootstrap_intervals, evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, combination_warnings, feature_aucs
+from modeling.segments import fit_segment_thresholds
 from modeling.splits import Protocol, Split, split_out_of_time
 from modeling.threshold import (
     RECALL_CONFIDENCE,
@@ -99,6 +101,7 @@ class TrainingResult:
     validation: str = "cross_fit"
     recall_confidence: float = RECALL_CONFIDENCE
     variant: str = "full"
+    baselines: dict[str, Any] | None = None
 
     @property
     def best(self) -> CandidateResult:
@@ -154,6 +157,7 @@ class TrainingResult:
             "audit_max_auc": self.audit_max_auc,
             "warnings": list(self.warnings),
             "forbidden": sorted(FORBIDDEN[self.task]),
+            "baselines": self.baselines,
         }
 
 
@@ -220,12 +224,19 @@ def fit_candidate(
     years = rows["year"].to_numpy()
     folds, scheme = cross_fit_folds(years, rows["ra"].astype(str).to_numpy(), y, seed)
     members, oof_raw, params = fit_members(kind, X, y, task, folds, seed)
-    calibrator = fit_calibrator(oof_raw, y)
+    calibrator, calibration = fit_calibration(oof_raw, y, groups=years)
     oof_proba = calibrator(oof_raw)
     aim = operating_recall(int(y.sum()), recall_target, recall_confidence)
     threshold = choose_threshold(y, oof_proba, aim)
     oof_metrics = evaluate(y, oof_proba, threshold.cut)
     oof_metrics.update(operating_recall=aim, precision_at_recall=precision_at_recall(y, oof_proba, aim))
+    segment_cuts = (
+        fit_segment_thresholds(
+            y, oof_proba, rows["defasagem"].to_numpy(), threshold=threshold.cut, recall_confidence=recall_confidence
+        )
+        if "defasagem" in rows
+        else None
+    )
     bundle = ModelBundle(
         task=task,
         kind=kind,
@@ -254,12 +265,13 @@ def fit_candidate(
         "seed": seed,
         "members": len(members),
         "fold_scheme": scheme,
-        "calibration": calibrator.method,
+        "calibration": calibration,
         "params": params,
         "validation": "cross_fit",
         "validation_metrics": oof_metrics,
         "oof_metrics": oof_metrics,
         "oof_reliability": reliability_table(y, oof_proba),
+        "segment_thresholds": segment_cuts,
         "threshold_gap": {
             "highest": threshold.highest,
             "lowest": threshold.lowest,
@@ -317,8 +329,12 @@ def train_candidates(
     model. ``select_on="test"`` applies the key to the test year instead (optimistic; for
     comparison only).
 
+    A candidate whose scores admit no increasing calibration (:class:`CalibrationError`) is
+    left out, with a warning in the result.
+
     Raises:
         LeakageError: a feature breaks the policy or the audit (checked on the training rows).
+        CalibrationError: no candidate could be calibrated.
     """
     max_auc = get_settings().audit_max_auc if audit_max_auc is None else audit_max_auc
     split = split_out_of_time(frame)
@@ -326,16 +342,22 @@ def train_candidates(
     candidates: dict[str, CandidateResult] = {}
     train_groups = _groups(split.train)
     y_train = split.train["target"].to_numpy(dtype=np.float64)
+    uncalibrated: list[str] = []
     for kind in candidate_kinds(task, variant, kinds):
-        bundle, oof_proba = fit_candidate(
-            kind,
-            split.train,
-            task,
-            recall_target=recall_target,
-            seed=seed,
-            recall_confidence=recall_confidence,
-            variant=variant,
-        )
+        try:
+            bundle, oof_proba = fit_candidate(
+                kind,
+                split.train,
+                task,
+                recall_target=recall_target,
+                seed=seed,
+                recall_confidence=recall_confidence,
+                variant=variant,
+            )
+        except CalibrationError as error:
+            logger.warning("%s/%s for %s left out: %s", kind, variant, task, error)
+            uncalibrated.append(f"{kind}: left out, {error}")
+            continue
         oof_metrics = evaluate(y_train, oof_proba, bundle.threshold, groups=train_groups)
         if split.test is None:
             held_out = Predictions(y_train, oof_proba, train_groups)
@@ -349,7 +371,11 @@ def train_candidates(
         bundle.metadata.update(protocol=split.protocol, test_year=split.test_year)
         validation_metrics = bundle.metadata["validation_metrics"]
         candidates[kind] = CandidateResult(kind, bundle, oof_metrics, test_metrics, held_out, validation_metrics)
-    notes = combination_warnings({k: c.oof_metrics.get("roc_auc") for k, c in candidates.items()}, max_auc)
+    if not candidates:
+        raise CalibrationError(f"no candidate of {task}/{variant} can be calibrated: {'; '.join(uncalibrated)}")
+    notes = uncalibrated + combination_warnings(
+        {k: c.oof_metrics.get("roc_auc") for k, c in candidates.items()}, max_auc
+    )
     keys: dict[str, tuple[float, float, int]] = {}
     for name, candidate in candidates.items():
         if select_on == "test":
@@ -364,6 +390,11 @@ def train_candidates(
     if split.test is not None and held.y_true.size:
         candidates[chosen].test_metrics["bootstrap_95"] = bootstrap_intervals(
             held.y_true, held.y_score, candidates[chosen].bundle.threshold, seed=seed
+        )
+    baselines = None
+    if split.test is not None and held.y_true.size:
+        baselines = compare_with_baselines(
+            split.test, task, held.y_true, held.y_score, candidates[chosen].bundle.threshold
         )
     aim = candidates[chosen].bundle.metadata["operating_recall"]
     gap = candidates[chosen].bundle.metadata["threshold_gap"]
@@ -408,4 +439,5 @@ def train_candidates(
         warnings=notes,
         recall_confidence=recall_confidence,
         variant=variant,
+        baselines=baselines,
     )

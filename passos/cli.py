@@ -297,6 +297,25 @@ def sql(
             typer.echo(f"... {len(frame)} rows in all (showing {max_rows})")
 
 
+@app.command("call-list")
+def call_list(
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Output file; written as FILE.csv and FILE.xlsx.")],
+) -> None:
+    """Export whom to call: students behind now and on-track students newly at risk, each ranked by risk."""
+    from passos.call_list import read_call_list, write_call_list
+    from passos.settings import get_settings
+
+    settings = get_settings()
+    require_warehouse()
+    source = settings.analytics_path if settings.analytics_path.exists() else None
+    frame = read_call_list(settings, path=source)
+    if frame.empty:
+        raise fail("the call list is empty: run `passos score --task next_year` first", ExitCode.USAGE)
+    csv_path, xlsx_path = write_call_list(frame, out)
+    counts = ", ".join(f"{n} {category}" for category, n in frame["category"].value_counts().items())
+    typer.echo(f"wrote {csv_path} and {xlsx_path}: {counts}")
+
+
 @app.command()
 def refresh() -> None:
     """Rebuild $PASSOS_HOME/analytics.duckdb from the warehouse (every flow that writes does it too)."""

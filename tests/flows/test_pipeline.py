@@ -311,3 +311,56 @@ def test_the_api_serves_the_reports(pipeline: dict) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_the_call_list_agrees_with_the_sheet_and_the_next_year_labels(pipeline: dict) -> None:
+    import csv
+
+    settings: Settings = pipeline["settings"]
+    files = pipeline["result"]["call_list"]
+    assert Path(files["xlsx"]).exists()
+    listed = query(settings, "select ra, category, rank from call_list")
+    behind = {ra for (ra,) in query(settings, "select ra from students where year = 2024 and defasagem < 0")}
+    newly = {
+        ra
+        for (ra,) in query(
+            settings,
+            "select s.ra from students as s join risk_scores as r on r.ra = s.ra and r.year = s.year "
+            "where s.year = 2024 and s.defasagem >= 0 and r.task = 'next_year' and r.risk_label = 'high'",
+        )
+    }
+    assert {ra for ra, category, _ in listed if category == "behind now"} == behind
+    assert {ra for ra, category, _ in listed if category == "newly at risk"} == newly
+    assert files["students"] == {"behind now": len(behind), "newly at risk": len(newly)}
+    with Path(files["csv"]).open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["ra"], r["category"], int(r["rank"])) for r in rows] == listed
+    assert rows[0]["category"] == "newly at risk" and rows[0]["rank"] == "1" and rows[0]["reasons"]
+
+
+def test_the_cards_and_model_show_the_baselines(pipeline: dict) -> None:
+    import httpx
+
+    from tests.serving.conftest import start_server
+
+    settings: Settings = pipeline["settings"]
+    registry = Registry.from_settings(settings)
+    for task, rule in (("current", "level_for_age"), ("next_year", "slack")):
+        version = registry.champion(task)
+        assert version is not None
+        assert (
+            "## Baselines: one-line rules on the same test year"
+            in (registry.path(task, version) / "card.md").read_text()
+        )
+        meta = registry.metadata(task, version)
+        assert rule in meta["metrics"]["baselines"]["rules"]
+        assert all(flag.startswith("does not beat the ") for flag in meta["gate"]["flags"])
+    current = registry.metadata("current", registry.champion("current"))
+    assert any("level_for_age" in flag for flag in current["gate"]["flags"])  # the target is age and level
+    server, thread, url = start_server(settings)
+    try:
+        model = httpx.get(f"{url}/model", timeout=30).json()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert model["next_year"]["metrics"]["baselines"]["segments"]["on track now"]["rules"]["slack"]["recall"] > 0

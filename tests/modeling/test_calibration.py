@@ -1,11 +1,21 @@
-"""Platt scaling with Platt's prior, and the reliability table."""
+"""Platt scaling with Platt's prior and a positive slope, and the reliability table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from modeling.calibration import fit_calibrator, reliability_table
+from features.featuresets import TASKS, encode_frame
+from modeling.calibration import CalibrationError, _logistic, fit_calibration, fit_calibrator, reliability_table
+from modeling.training import train_candidates
+from modeling.variants import VARIANT_ORDER
+from passos.settings import Settings
+from warehouse import loader
+from warehouse.connection import connect
+from warehouse.sources import discover
 
 
 def test_platt_is_monotone_bounded_and_calibrated() -> None:
@@ -47,3 +57,74 @@ def test_reliability_table_bins_every_row_once() -> None:
     top = rows[-1]
     assert top["observed_rate"] == 1.0 and top["mean_score"] == pytest.approx(0.975)
     assert 0 <= top["ci_low"] < 1.0 == top["ci_high"]
+
+
+def _pooled_years(seed: int = 3, *, effect: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two years: in each a higher score means more often behind, but the year with the higher
+    scores has the far lower base rate (70 % behind against 25 %)."""
+    rng = np.random.default_rng(seed)
+    scores, labels, years = [], [], []
+    for year, centre, rate in ((2022, -2.0, 0.70), (2023, 2.0, 0.25)):
+        y = (rng.random(1500) < rate).astype(float)
+        scores.append(centre + effect * y + rng.normal(0, 1, 1500))
+        labels.append(y)
+        years.append(np.full(1500, year))
+    return np.concatenate(scores), np.concatenate(labels), np.concatenate(years)
+
+
+def test_pooled_years_of_different_base_rates_keep_their_ranking() -> None:
+    score, y, years = _pooled_years()
+    within = [roc_auc_score(y[years == v], score[years == v]) for v in (2022, 2023)]
+    assert min(within) > 0.75  # the score ranks well inside each year
+    # Platt on the pooled rows alone (the map fitted before) finds a negative slope and reverses it.
+    hi, lo = (y.sum() + 1) / (y.sum() + 2), 1 / ((1 - y).sum() + 2)
+    pooled_slope, _ = _logistic(score.reshape(-1, 1), np.where(y == 1, hi, lo), intercept=True)
+    assert pooled_slope < 0
+    calibrator, how = fit_calibration(score, y, groups=years)
+    assert calibrator.a > 0 and "within the groups 2022, 2023" in how
+    for v in (2022, 2023):
+        rows = years == v
+        assert roc_auc_score(y[rows], calibrator(score[rows])) == pytest.approx(within[v - 2022], abs=1e-12)
+    proba = calibrator(np.sort(score))
+    assert np.all(np.diff(proba) > 0)
+    # The intercept is fitted on all rows: the mean probability is the pooled share behind.
+    assert calibrator(score).mean() == pytest.approx(y.mean(), abs=0.01)
+
+
+def test_a_positive_pooled_slope_is_kept() -> None:
+    rng = np.random.default_rng(5)
+    score = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-score))).astype(float)
+    years = np.repeat([2022, 2023], 1000)
+    calibrator, how = fit_calibration(score, y, groups=years)
+    assert how.startswith("platt on all rows pooled") and calibrator.a == pytest.approx(1.0, rel=0.2)
+
+
+def test_a_score_that_ranks_backwards_within_years_cannot_be_calibrated() -> None:
+    score, y, years = _pooled_years(effect=-1.2)
+    with pytest.raises(CalibrationError, match=r"no increasing calibration.*groups 2022, 2023"):
+        fit_calibrator(score, y, groups=years)
+    with pytest.raises(ValueError, match="groups"):
+        fit_calibrator(score, y, groups=years[:-1])
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_every_variant_ranks_the_real_test_year_as_its_raw_score(
+    real_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Calibrated and raw scores give every candidate of every variant the same out-of-time ROC-AUC."""
+    settings = Settings(home=tmp_path_factory.mktemp("real"))
+    with connect(settings) as con:
+        loader.ingest(con, "real", discover([real_data]))
+        frames = {task: con.execute(f"select * from features_{task}").df() for task in TASKS}
+    for task, frame in frames.items():
+        for variant in VARIANT_ORDER:
+            result = train_candidates(frame, task, recall_target=0.9, seed=42, variant=variant)
+            test = frame.loc[(frame["year"] == result.test_year) & frame["target"].notna()]
+            X, y = encode_frame(test, task), test["target"].to_numpy()
+            for kind, candidate in result.candidates.items():
+                bundle = candidate.bundle
+                raw, calibrated = roc_auc_score(y, bundle.raw_score(X)), roc_auc_score(y, bundle.predict_proba(X))
+                assert bundle.calibrator.a > 0, (task, variant, kind)
+                assert calibrated == pytest.approx(raw, abs=1e-9), (task, variant, kind)

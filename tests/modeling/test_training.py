@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from features.featuresets import encode_frame, feature_names
+from modeling.calibration import CalibrationError
 from modeling.evaluation import evaluate
 from modeling.leakage import assert_no_leakage, audit_leakage, feature_aucs
 from modeling.splits import split_out_of_time
@@ -17,6 +19,7 @@ from modeling.threshold import operating_recall
 from modeling.training import TrainingResult, candidate_kinds, fit_candidate, train_candidates
 from modeling.variants import variant_features
 from passos.errors import LeakageError
+from passos.settings import Settings
 from tests.factories import make_feature_frame
 
 TARGET = 0.9
@@ -39,7 +42,10 @@ def test_result_records_protocol_and_years(frame: pd.DataFrame, result: Training
     assert "out-of-fold precision" in result.selection_rule
     assert "other years" in result.card_metadata()["threshold_rule"]
     assert (result.train_years, result.test_year) == ((2022, 2023), 2024)
-    assert set(result.candidates) == {"lightgbm", "logistic", "rule"}
+    # The factory's rule reads last year's setback, which is noise there: its scores do not rank
+    # the rows, no increasing calibration exists, and it is left out with a warning.
+    assert set(result.candidates) == {"lightgbm", "logistic"}
+    assert any(w.startswith("rule: left out, no increasing calibration exists") for w in result.warnings)
     assert result.best is result.candidates[result.chosen]
     for candidate in result.candidates.values():
         meta = candidate.bundle.metadata
@@ -60,6 +66,9 @@ def test_result_records_protocol_and_years(frame: pd.DataFrame, result: Training
 def test_the_served_members_are_the_models_that_were_validated(frame: pd.DataFrame, kind: str) -> None:
     """Calibration and threshold come from the members' own out-of-fold scores, so they fit what is served."""
     rows = frame.loc[frame["target"].notna()].reset_index(drop=True)
+    if kind == "rule":  # the rule reads last year's setback, noise in the factory: give it a signal
+        noise = np.random.default_rng(5).random(len(rows)) < 0.2
+        rows["prev_defasagem"] = np.where((rows["target"] == 1) ^ noise, -1.0, 0.0)
     bundle, oof = fit_candidate(kind, rows, "current", recall_target=TARGET, seed=3)  # type: ignore[arg-type]
     X = encode_frame(rows, "current")
     years = rows["year"].to_numpy()
@@ -117,8 +126,8 @@ def test_calibrated_probabilities_beat_the_base_rate(result: TrainingResult) -> 
 
 
 def test_select_on_test_year_is_available(frame: pd.DataFrame) -> None:
-    result = train_candidates(frame, "current", recall_target=TARGET, seed=3, kinds=("rule",), select_on="test")
-    assert result.chosen == "rule" and "test-year" in result.selection_rule
+    result = train_candidates(frame, "current", recall_target=TARGET, seed=3, kinds=("logistic",), select_on="test")
+    assert result.chosen == "logistic" and "test-year" in result.selection_rule
 
 
 def test_same_seed_same_scores(frame: pd.DataFrame) -> None:
@@ -181,7 +190,8 @@ def test_a_flag_almost_everyone_baseline_does_not_win_at_a_high_base_rate() -> N
     rng = np.random.default_rng(8)
     logit = 1.5 * (frame["idade_menos_fase"] - 8.5) - 0.5 * (frame["ida"].fillna(5.0) - 5.0)
     frame["target"] = (logit + rng.normal(0, 1, len(frame)) > -2.0).astype(float)  # ~80% behind
-    frame["defasagem"] = np.where(rng.random(len(frame)) < 0.95, -1.0, 0.0)  # the rule flags ~everyone
+    # The rule flags ~everyone (a little more often the students who are behind, so it still ranks).
+    frame["defasagem"] = np.where(rng.random(len(frame)) < np.where(frame["target"] == 1, 0.97, 0.85), -1.0, 0.0)
     result = train_candidates(frame, "next_year", recall_target=TARGET, seed=0, kinds=("logistic", "rule"))
     rule, logistic = result.candidates["rule"].validation_metrics, result.candidates["logistic"].validation_metrics
     assert frame["target"].mean() > 0.7
@@ -229,6 +239,7 @@ def test_card_metadata_records_the_operating_recall(result: TrainingResult) -> N
 
 
 def test_a_variant_never_sees_the_fields_it_was_not_built_for(frame: pd.DataFrame) -> None:
+    frame = frame.assign(ips=frame["ips"] + np.where(frame["target"] == 1, -3.0, 3.0))  # a signal it can see
     bundle, _ = fit_candidate("lightgbm", frame, "current", recall_target=TARGET, seed=3, variant="example")
     used = set(variant_features("current", "example"))
     assert used == {"iaa", "ips", "ipp", "ipv", "fase"}  # inde is forbidden for current
@@ -244,3 +255,32 @@ def test_a_variant_never_sees_the_fields_it_was_not_built_for(frame: pd.DataFram
     assert candidate_kinds("current", "core") == ("lightgbm", "logistic", "rule")
     with pytest.raises(ValueError, match="variant"):
         variant_features("current", "tiny")
+
+
+def test_without_any_calibratable_candidate_training_stops_naming_them(frame: pd.DataFrame) -> None:
+    with pytest.raises(CalibrationError, match=r"no candidate of current/full can be calibrated: rule: left out"):
+        train_candidates(frame, "current", recall_target=TARGET, seed=3, kinds=("rule",))
+
+
+def test_the_train_task_leaves_out_a_variant_that_cannot_be_calibrated(
+    frame: pd.DataFrame, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of the example fields only IPS carries a signal, and it reverses between the training years, so
+    each year's out-of-fold scores rank it backwards: neither candidate of the variant can be calibrated."""
+    from flows.train import train_task
+
+    sign = np.where(frame["year"] == 2022, 1.0, -1.0)
+    reversed_ips = frame.assign(ips=frame["ips"] + sign * np.where(frame["target"] == 1, 2.0, -2.0))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    log = logging.getLogger("flows.train")
+    monkeypatch.setattr(log, "disabled", False)  # Prefect's logging configuration may disable it
+    log.addHandler(handler)
+    try:
+        results = train_task.fn(settings, reversed_ips, "current")
+    finally:
+        log.removeHandler(handler)
+    assert set(results) == {"full", "core"}
+    text = " ".join(r.getMessage() for r in records)
+    assert "variant example of current is not trained: no candidate of current/example" in text
