@@ -8,6 +8,7 @@ never slows or fails a prediction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import itertools
 import logging
@@ -19,8 +20,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
 # Which worker process answered (`passos serve --workers N`): a header on the prediction routes.
 WORKER_HEADER = "x-worker-pid"
+_T = TypeVar("_T")
 
 
 class FastJSON(Response):
@@ -75,6 +79,7 @@ class Services:
         self.prediction_log = PredictionLog.from_settings(settings)
         self.tracer = ProcessTracer.from_settings(settings)
         self.salt, self.salt_source = settings.resolved_id_salt()
+        self.scoring = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
         # Request ids: a random per-process prefix and a counter, unique across workers and
         # restarts; uuid4 read os.urandom on every request.
         prefix, counter = secrets.token_hex(8), itertools.count()
@@ -284,6 +289,24 @@ class _Call:
             error=error,
             student_hash=hashes[0] if single else None,
         )
+
+
+def _score_and_record(
+    call: _Call, loaded: Loaded, students: list[BaseModel], inputs: list[dict[str, Any]], reasons: bool
+) -> list[dict[str, Any]]:
+    results = predict_rows(loaded, inputs, reasons=reasons)
+    call.record(students, inputs, results)
+    return results
+
+
+async def _off_the_loop(services: Services, work: Callable[..., _T], *args: Any) -> _T:
+    """Run CPU-bound ``work`` in a worker thread, so the event loop keeps answering other requests.
+
+    A batch of 1,000 takes about a second to score; on the loop, every request behind it (the
+    liveness probe included) waited that long. The threads are capped per process
+    (``Services.scoring``): more would only share the same cores.
+    """
+    return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=services.scoring)
 
 
 class BodyLimit:
@@ -549,8 +572,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except HTTPException as error:
             call.record(body.students, inputs, None, str(error.detail))
             raise
-        results = predict_rows(loaded, inputs, reasons=body.include_reasons)
-        call.record(body.students, inputs, results)
+        results = await _off_the_loop(
+            services, _score_and_record, call, loaded, body.students, inputs, body.include_reasons
+        )
         return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
             headers={"x-request-id": call.request_id, WORKER_HEADER: worker},
