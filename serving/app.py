@@ -48,12 +48,15 @@ from serving.schemas import (
     did_you_mean,
 )
 from serving.server import startup_warnings
+from serving.shared_state import SharedBuckets, WorkerStatus
 from serving.tracing import ProcessTracer
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
 # Which worker process answered (`passos serve --workers N`): a header on the prediction routes.
 WORKER_HEADER = "x-worker-pid"
+RATE_LIMIT_SCOPE_KEY = "passos.rate_limit"
+STATUS_STALE_S = 5.0  # a worker status file older than this is a worker gone
 _T = TypeVar("_T")
 
 
@@ -80,10 +83,15 @@ class Services:
         self.tracer = ProcessTracer.from_settings(settings)
         self.salt, self.salt_source = settings.resolved_id_salt()
         self.scoring = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        self.status = WorkerStatus(settings.home / "run" / "workers", stale_s=STATUS_STALE_S)
         # Request ids: a random per-process prefix and a counter, unique across workers and
         # restarts; uuid4 read os.urandom on every request.
         prefix, counter = secrets.token_hex(8), itertools.count()
         self.next_request_id: Callable[[], str] = lambda: f"{prefix}{next(counter):016x}"
+
+    def versions(self) -> dict[str, str | None]:
+        """The version this worker serves per task (None: none loaded)."""
+        return {t: (m.version if (m := self.holder.get(t)) else None) for t in self.holder.tasks}
 
     def close(self) -> None:
         self.holder.stop()
@@ -309,6 +317,25 @@ async def _off_the_loop(services: Services, work: Callable[..., _T], *args: Any)
     return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=services.scoring)
 
 
+async def _publish_status(services: Services) -> None:
+    """Rewrite this worker's status file while it serves (the other workers' ``/ready`` read it)."""
+    every = min(STATUS_STALE_S / 5, max(0.1, services.settings.reload_interval_s))
+    while True:
+        try:
+            services.status.write(services.versions())
+        except OSError as error:  # a read-only or full home: readiness then sees this worker alone
+            log.warning("cannot publish the worker status in %s: %s", services.status.folder, error)
+        await asyncio.sleep(every)
+
+
+def _disagreement(services: Services, own: dict[str, str | None]) -> dict[str, Any] | None:
+    """Every live worker's versions when one differs from this worker's, else None."""
+    others = services.status.others()
+    if all(versions == own for versions in others.values()):
+        return None
+    return {str(pid): versions for pid, versions in {services.status.pid: own, **others}.items()}
+
+
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413, by header or while streaming, and bodies
     not received within ``timeout_s`` (from the end of the headers) with 408; both close the connection."""
@@ -393,12 +420,14 @@ class RateLimit:
         *,
         api_key: str | None = None,
         max_clients: int = 10_000,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self.app = app
         self.per_second = per_second
         self.burst = float(burst)
         self.api_key = api_key
         self.max_clients = max_clients
+        self.shared = shared  # every worker's buckets (passos serve); None: this process's own
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -416,17 +445,34 @@ class RateLimit:
         if not self.take(client, time.monotonic()):
             await _refuse(send, 429, b"rate limit exceeded", close=False)
             return
+        scope[RATE_LIMIT_SCOPE_KEY] = (self, client)  # a batch charges its other students (charge_students)
         await self.app(scope, receive, send)
 
-    def take(self, client: str, now: float) -> bool:
-        """Take a token from ``client``'s bucket; False when it is empty."""
+    def take(self, client: str, now: float, cost: float = 1.0, *, admit: bool = True) -> bool:
+        """Take ``cost`` tokens from ``client``'s bucket; False (nothing taken) when it holds less than one.
+
+        ``admit=False`` takes them whatever the bucket holds (it may go below zero).
+        """
+        if self.shared is not None:
+            if admit:
+                return self.shared.take(client, now)
+            self.shared.charge(client, cost, now)
+            return True
         tokens, last = self.buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.per_second)
-        allowed = tokens >= 1.0
-        self.buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # now the most recently used
+        allowed = not admit or tokens >= 1.0
+        self.buckets[client] = (tokens - cost if allowed else tokens, now)  # now the most recently used
         if len(self.buckets) > self.max_clients:
             self.buckets.popitem(last=False)  # the least recently used: it would have refilled anyway
         return allowed
+
+
+def charge_students(request: Request, students: int) -> None:
+    """Charge a batch's students beyond the first to its client's bucket (the first paid to get in)."""
+    admitted = request.scope.get(RATE_LIMIT_SCOPE_KEY)
+    if admitted is not None and students > 1:
+        limiter, client = admitted
+        limiter.take(client, time.monotonic(), students - 1, admit=False)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -440,6 +486,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("%s\n%s\n%s", "!" * 100, f"SECURITY WARNING: {warning}", "!" * 100)
         services.holder.start()
         app.state.services = services
+        heartbeat = asyncio.create_task(_publish_status(services))
         log.info(
             "service up; ready=%s problems=%s; student-id salt from %s",
             services.holder.ready(),
@@ -449,6 +496,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            heartbeat.cancel()
+            services.status.remove()
             services.close()
 
     app = FastAPI(
@@ -501,12 +550,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/ready", tags=["ops"], responses={503: {"description": "a task has no model"}})
     async def ready(services: ServicesDep) -> JSONResponse:
-        """Readiness: 200 only when a model is loaded for every task."""
-        body = {
-            "ready": services.holder.ready(),
-            "models": {t: (m.version if (m := services.holder.get(t)) else None) for t in services.holder.tasks},
-            "problems": {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()},
-        }
+        """Readiness: 200 only when a model is loaded for every task and every worker serves the same versions."""
+        models = services.versions()
+        problems = {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()}
+        if (workers := _disagreement(services, models)) is not None:
+            problems["workers"] = f"the workers serve different versions: {workers}"
+        body = {"ready": services.holder.ready() and workers is None, "models": models, "problems": problems}
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
     @app.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: error_responses[401]})
@@ -558,8 +607,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[AuthDep],
         responses=error_responses,
     )
-    async def predict_batch(body: BatchRequest, services: ServicesDep) -> FastJSON:
+    async def predict_batch(body: BatchRequest, services: ServicesDep, request: Request) -> FastJSON:
         """Risk for many students (at most `PASSOS_BATCH_MAX`, 1,000 by default) with one model."""
+        charge_students(request, len(body.students))
         if len(body.students) > services.settings.batch_max:
             raise HTTPException(
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -589,5 +639,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             burst=current.rate_limit_burst,
             api_key=current.api_key_value(),
             max_clients=current.rate_limit_clients,
+            shared=SharedBuckets(
+                current.home / "run" / "rate_limit.sqlite",
+                per_second=current.rate_limit_per_s,
+                burst=current.rate_limit_burst,
+                max_clients=current.rate_limit_clients,
+            ),
         )
     return app
