@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(default=5.0, gt=0.0, description="Time to send the request line and headers.")
     body_timeout_s: float = Field(default=10.0, gt=0.0, description="Time to send the whole body; then 408.")
     keep_alive_s: float = Field(default=5.0, gt=0.0, description="Idle time between requests on a connection.")
+    max_connections: int = Field(
+        default=1000, ge=2, description="Open connections per worker; more are answered 503 and closed at once."
+    )
     model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="Largest model file loaded.")
     model_read_timeout_s: float = Field(default=30.0, gt=0.0, description="Time to read and hash a model file.")
 
