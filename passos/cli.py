@@ -374,6 +374,7 @@ def serve(
     from passos.settings import get_settings
     from serving.server import uvicorn_options
 
+    get_settings().resolved_id_salt()  # no salt, or a weak one: refused here, before any worker starts
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

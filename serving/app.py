@@ -38,7 +38,7 @@ from modeling.scoring import score_rows
 from passos.settings import Settings, get_settings
 from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
-from serving.prediction_log import PredictionLog, hash_student_id
+from serving.prediction_log import PredictionLog, coarsened, hash_student_id
 from serving.schemas import (
     BatchPrediction,
     BatchRequest,
@@ -280,6 +280,7 @@ class _Call:
     ) -> None:
         """Log every student locally; trace the call once (one student as itself, a batch as lists)."""
         latency_ms = self.latency_ms()
+        inputs = [coarsened(sent) for sent in inputs]  # birth dates cut to the year, in the log and the trace
         outputs, hashes = [], []
         for i, student in enumerate(students):
             output, student_hash = self.log(student, inputs[i], results[i] if results else None, latency_ms, error)

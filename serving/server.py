@@ -208,18 +208,11 @@ def uvicorn_options(settings: Settings, *, by_name: bool = False) -> dict[str, A
 
 
 def startup_warnings(settings: Settings) -> list[str]:
-    """What an operator must hear at startup: an open API and a public id salt."""
+    """What an operator must hear at startup: an open API (a missing or weak id salt stops it instead)."""
     warnings = []
     if settings.api_key_value() is None:
         warnings.append(
             "PASSOS_API_KEY is empty: /predict, /predict/batch and /model are open to anyone who can reach "
             "this port. Set PASSOS_API_KEY (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')."
-        )
-    _salt, source = settings.resolved_id_salt()
-    if source == "built-in default":
-        warnings.append(
-            "no PASSOS_ID_SALT and no $PASSOS_HOME/id_salt: student ids are hashed with the public default salt, "
-            "so anyone can reverse a student_hash. Set PASSOS_ID_SALT or run `make run` (it writes "
-            f"{settings.id_salt_file})."
         )
     return warnings
