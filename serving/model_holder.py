@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from features.featuresets import TASKS, feature_names
-from modeling.registry import METADATA_FILE, MODEL_FILE, Registry
+from modeling.registry import METADATA_FILE, MODEL_FILE, Registry, check_pointer
 from passos.errors import PassosError
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class ModelHolder:
             return
         try:
             model, metadata = self.registry.load_checked(task, version)
+            check_pointer(self.registry.pointer(task), version, metadata)
             gate = metadata.get("gate")
             if not (isinstance(gate, dict) and gate.get("accepted") is True):
                 reasons = gate.get("reasons") if isinstance(gate, dict) else None
