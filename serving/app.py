@@ -321,11 +321,14 @@ async def _off_the_loop(services: Services, work: Callable[..., _T], *args: Any)
 async def _publish_status(services: Services) -> None:
     """Rewrite this worker's status file while it serves (the other workers' ``/ready`` read it)."""
     every = min(STATUS_STALE_S / 5, max(0.1, services.settings.reload_interval_s))
+    warned = False
     while True:
         try:
             services.status.write(services.versions())
         except OSError as error:  # a read-only or full home: readiness then sees this worker alone
-            log.warning("cannot publish the worker status in %s: %s", services.status.folder, error)
+            if not warned:
+                log.warning("cannot publish the worker status in %s: %s", services.status.folder, error)
+            warned = True
         await asyncio.sleep(every)
 
 

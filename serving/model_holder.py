@@ -143,12 +143,12 @@ class ModelHolder:
             return
         try:
             model, metadata = self.registry.load_checked(task, version)
-            check_pointer(self.registry.pointer(task), version, metadata)
             gate = metadata.get("gate")
             if not (isinstance(gate, dict) and gate.get("accepted") is True):
                 reasons = gate.get("reasons") if isinstance(gate, dict) else None
                 why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "no gate verdict"
                 raise PassosError(f"the gate did not accept this version ({why}); a rejected model is never served")
+            check_pointer(self.registry.pointer(task), version, metadata)
             expected = feature_names(task)
             if list(model.feature_names) != expected:
                 raise PassosError(f"feature contract {list(model.feature_names)} differs from the service's {expected}")
