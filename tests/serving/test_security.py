@@ -218,3 +218,9 @@ def test_public_problem_rewrites_home_and_hides_other_paths(tmp_path: Path) -> N
     text = public_problem(f"cannot read {tmp_path}/h/models/x/model.joblib: [Errno 2] in /etc/passwd", settings)
     assert text == "cannot read $PASSOS_HOME/models/x/model.joblib: [Errno 2] in <path>"
     assert public_problem("feature contract ['a/b'] differs", settings) == "feature contract ['a/b'] differs"
+
+
+def test_an_unreadable_salt_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "id_salt").mkdir()  # a folder where the file should be
+    with pytest.raises(IdSaltError, match="cannot read the student-id salt"):
+        Settings(home=tmp_path, id_salt=None).resolved_id_salt()

@@ -138,3 +138,33 @@ def test_shared_buckets_refill_go_into_debt_and_stay_bounded(tmp_path: Path) -> 
     with other._connect() as con:
         assert con.execute("select count(*) from buckets").fetchone()[0] == 10
     assert buckets.take("a", now=1.0)  # a time before the stored one (a reboot): the bucket starts full
+
+
+def test_a_worker_status_that_cannot_be_written_is_warned_once(tmp_path: Path) -> None:
+    import asyncio
+    import logging
+
+    from passos.settings import Settings
+    from serving.app import Services, _publish_status
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "run").write_text("a file where the folder should be")
+    services = Services(Settings(home=home, reload_interval_s=0.1))
+    try:
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = records.append  # type: ignore[method-assign]
+        logging.getLogger("serving.app").addHandler(handler)
+
+        async def run_a_while() -> None:
+            task = asyncio.create_task(_publish_status(services))
+            await asyncio.sleep(0.5)
+            task.cancel()
+
+        asyncio.run(run_a_while())
+        logging.getLogger("serving.app").removeHandler(handler)
+        warned = [r for r in records if "cannot publish the worker status" in r.getMessage()]
+        assert len(warned) == 1  # about five attempts, one warning
+    finally:
+        services.close()
