@@ -117,7 +117,7 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "error"],
-            env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "benchmark"},
+            env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "a-salt-for-the-benchmark"},
         )
         try:
             for _ in range(600):

@@ -43,7 +43,11 @@ def main() -> None:
             versions[task] = (first, register_model(registry, task, kind="logistic", seed=1))
             registry.promote(task, first, reason="benchmark")
         port = free_port()
-        env = os.environ | {"PASSOS_HOME": str(home), "LANGFUSE_TRACING_ENABLED": "false"}
+        env = os.environ | {
+            "PASSOS_HOME": str(home),
+            "LANGFUSE_TRACING_ENABLED": "false",
+            "PASSOS_ID_SALT": "a-salt-for-the-benchmark",
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env
         )

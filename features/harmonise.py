@@ -443,10 +443,13 @@ def harmonise(
     seen_ra: dict[str, int] = {}
     for offset, raw_row in enumerate(raw_rows):
         line = first_line + offset
-        raw_text = _raw_text(raw_row, mapped.redacted)
         if n_columns is not None and len(raw_row) != n_columns:
-            out.rejected.append(Rejected(line, f"row has {len(raw_row)} fields, header has {n_columns}", raw_text))
+            # Its values cannot be matched to the header's names (one extra cell shifts a birth
+            # date out of its column), so none is kept: redaction is by name, never by position.
+            withheld = f"<{len(raw_row)} values withheld: they do not line up with the header's {n_columns} names>"
+            out.rejected.append(Rejected(line, f"row has {len(raw_row)} fields, header has {n_columns}", withheld))
             continue
+        raw_text = _raw_text(raw_row, mapped.redacted)
         row: dict[str, Any] = {"year": year}
         issues: list[Issue] = []
         for column, positions in mapped.sources.items():

@@ -54,7 +54,7 @@ POINTER_FILE = "champion.json"
 LOCK_FILE = ".lock"
 TEMP_PREFIX = ".tmp-"
 CHECK_TOLERANCE = 1e-9
-RESERVED_KEYS = ("version", "task", "created_at", "model_sha256")
+RESERVED_KEYS = ("version", "task", "created_at", "model_sha256", "metadata_sha256")
 
 METADATA_MAX_BYTES = 16 * 1024 * 1024
 POINTER_MAX_BYTES = 1024 * 1024
@@ -192,6 +192,7 @@ class Registry:
             )
             if meta["check_score"] is None:
                 del meta["check_score"]
+            meta["metadata_sha256"] = metadata_digest(meta)
             _write_bytes(temp / METADATA_FILE, _dumps(meta))
             _fsync_tree(temp)
             try:
@@ -254,6 +255,14 @@ class Registry:
                 f"{where}: {MODEL_FILE} sha256 {digest[:12]}… does not match the recorded "
                 f"{str(meta.get('model_sha256'))[:12]}… (file corrupted or replaced)"
             )
+        if "metadata_sha256" in meta:
+            if meta["metadata_sha256"] != metadata_digest(meta):
+                raise ModelInvalidError(
+                    f"{where}: {METADATA_FILE} was changed after it was saved (its gate verdict, metrics "
+                    "and model hash are hashed together): retrain rather than edit it"
+                )
+        else:
+            logger.warning("%s: %s predates metadata hashing; its gate verdict is not checked", where, METADATA_FILE)
         try:
             model = joblib.load(io.BytesIO(data))
         except Exception as exc:  # unpickling raises anything: EOFError, AttributeError, ...
@@ -426,10 +435,13 @@ class Registry:
         with self._lock(task):
             current = self.pointer(task)
             if current is not None and current["version"] == version:
-                logger.info("%s/%s is already champion; pointer unchanged", task, version)
-                return current
-            history = [] if current is None else [*current["history"], current["version"]]
-            pointer = self._write_pointer(task, version, reason=reason, history=history)
+                if current.get("metadata_sha256") == meta.get("metadata_sha256"):
+                    logger.info("%s/%s is already champion; pointer unchanged", task, version)
+                    return current
+                history = list(current["history"])  # a pointer edited by hand to this version: rewritten
+            else:
+                history = [] if current is None else [*current["history"], current["version"]]
+            pointer = self._write_pointer(task, version, reason=reason, history=history, meta=meta)
         logger.info("promoted %s/%s (previous: %s): %s", task, version, history[-1:] or None, reason)
         return pointer
 
@@ -454,12 +466,13 @@ class Registry:
                     f"(champion: {None if current is None else current['version']})"
                 )
             previous = current["history"][-1]
-            self.load_checked(task, previous)
+            _, meta = self.load_checked(task, previous)
             self._write_pointer(
                 task,
                 previous,
                 reason=f"{reason} (from {current['version']})",
                 history=current["history"][:-1],
+                meta=meta,
             )
         logger.info("rolled %s back from %s to %s", task, current["version"], previous)
         return previous
@@ -530,7 +543,10 @@ class Registry:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def _write_pointer(self, task: str, version: str, *, reason: str, history: list[str]) -> dict[str, Any]:
+    def _write_pointer(
+        self, task: str, version: str, *, reason: str, history: list[str], meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        meta = self.metadata(task, version) if meta is None else meta
         pointer = {
             "task": task,
             "version": version,
@@ -538,6 +554,8 @@ class Registry:
             "reason": reason,
             "history": history,
         }
+        if "metadata_sha256" in meta:  # what check_pointer compares: the pointer was written for this version
+            pointer["metadata_sha256"] = meta["metadata_sha256"]
         path = self.pointer_path(task)
         temp = path.with_name(f".{POINTER_FILE}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
@@ -659,6 +677,29 @@ def _json_ready(value: Any, path: str = "metadata") -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise ValueError(f"{path} holds a {type(value).__name__}, which JSON cannot store")
+
+
+def metadata_digest(meta: dict[str, Any]) -> str:
+    """The sha256 of a version's metadata (gate verdict and ``model_sha256`` included), itself left out."""
+    content = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(_dumps(json.loads(_dumps(content)))).hexdigest()
+
+
+def check_pointer(pointer: dict[str, Any] | None, version: str, meta: dict[str, Any]) -> None:
+    """Refuse a champion pointer that promote or rollback did not write for this version.
+
+    A pointer edited by hand to name another version (a candidate held for review, say) still
+    carries the hash of the version it was written for.
+
+    Raises:
+        PromotionRefusedError: The pointer's ``metadata_sha256`` is not this version's.
+    """
+    recorded = (pointer or {}).get("metadata_sha256")
+    if "metadata_sha256" in meta and recorded != meta["metadata_sha256"]:
+        raise PromotionRefusedError(
+            f"the champion pointer names {version} but was not written for it by `passos models promote` "
+            f"or rollback (edited by hand?); promote it with `passos models promote`"
+        )
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

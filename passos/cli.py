@@ -267,18 +267,21 @@ def sql(
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown in table format.")] = 100,
 ) -> None:
-    """Run a read-only query on $PASSOS_HOME/analytics.duckdb (never blocks a flow) and print the result."""
+    """Run a query on $PASSOS_HOME/analytics.duckdb (never blocks a flow) and print the result.
+
+    Read-only: the query sees that database and nothing else (no files, no network, no ATTACH).
+    """
     import duckdb
 
     from passos.settings import get_settings
-    from warehouse.connection import connect
+    from warehouse.connection import connect_analyst
 
     settings = get_settings()
     if not settings.analytics_path.exists():
         hint = "run `passos refresh`" if settings.warehouse_path.exists() else "run `passos ingest` first"
         raise fail(f"no analysts' database at {settings.analytics_path}: {hint}", ExitCode.USAGE)
     try:
-        with connect(settings, read_only=True, path=settings.analytics_path) as con:
+        with connect_analyst(settings.analytics_path) as con:
             frame = con.execute(query).df()
     except duckdb.Error as error:
         raise fail(" ".join(str(error).split()), ExitCode.USAGE) from None
@@ -390,6 +393,7 @@ def serve(
     from passos.settings import get_settings
     from serving.server import uvicorn_options
 
+    get_settings().resolved_id_salt()  # no salt, or a weak one: refused here, before any worker starts
     uvicorn.run(
         "serving.app:create_app",
         factory=True,

@@ -34,6 +34,10 @@ class ModelInvalidError(PassosError):
     """A model file that cannot be loaded or fails its checks."""
 
 
+class IdSaltError(PassosError):
+    """No student-id salt, or one too short to keep the hashes from being reversed."""
+
+
 class ExitCode(IntEnum):
     """Exit codes of the ``passos`` CLI (README "Operating it", docs/operating.md)."""
 

@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("current", "next_year")
 # The salt every install shared before per-install salts: public, so only a fallback that warns.
-DEFAULT_ID_SALT = "passos-magicos"
+# A salt shorter than this (after stripping whitespace) is refused: with a guessable salt, a hash
+# of a 5-digit RA is reversed by trying every RA.
+MIN_ID_SALT_LENGTH = 16
 
 # The gate's recall floor per task: the one place to change the defaults. `make run`, the CLI,
 # the deployments and the runs started from the Prefect UI all read these settings.
@@ -72,6 +74,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(default=5.0, gt=0.0, description="Time to send the request line and headers.")
     body_timeout_s: float = Field(default=10.0, gt=0.0, description="Time to send the whole body; then 408.")
     keep_alive_s: float = Field(default=5.0, gt=0.0, description="Idle time between requests on a connection.")
+    max_connections: int = Field(
+        default=1000, ge=2, description="Open connections per worker; more are answered 503 and closed at once."
+    )
     model_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024, description="Largest model file loaded.")
     model_read_timeout_s: float = Field(default=30.0, gt=0.0, description="Time to read and hash a model file.")
 
@@ -150,17 +155,34 @@ class Settings(BaseSettings):
         return self.home / "id_salt"
 
     def resolved_id_salt(self) -> tuple[str, str]:
-        """The student-id salt and where it came from: ``PASSOS_ID_SALT``, the file ``$PASSOS_HOME/id_salt``,
-        or ``"built-in default"`` (public, so the hashes are reversible: the service warns loudly)."""
+        """The student-id salt and where it came from: ``PASSOS_ID_SALT``, else the file ``$PASSOS_HOME/id_salt``.
+
+        The one check of the salt, whatever starts the service: surrounding whitespace is
+        stripped, and what is left must be at least ``MIN_ID_SALT_LENGTH`` characters. There is
+        no default.
+
+        Raises:
+            IdSaltError: neither is set, or the salt is too short (whitespace only counts as empty).
+        """
+        from passos.errors import IdSaltError
+
+        fix = (
+            f"set PASSOS_ID_SALT or write {self.id_salt_file} (`make id-salt` writes a random one), "
+            f"at least {MIN_ID_SALT_LENGTH} characters, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
         if self.id_salt is not None and self.id_salt.get_secret_value():
-            return self.id_salt.get_secret_value(), "PASSOS_ID_SALT"
-        try:
-            salt = self.id_salt_file.read_text(encoding="utf-8").strip()
-        except OSError:
-            salt = ""
-        if salt:
-            return salt, str(self.id_salt_file)
-        return DEFAULT_ID_SALT, "built-in default"
+            salt, source = self.id_salt.get_secret_value().strip(), "PASSOS_ID_SALT"
+        else:
+            try:
+                salt, source = self.id_salt_file.read_text(encoding="utf-8").strip(), str(self.id_salt_file)
+            except FileNotFoundError:
+                raise IdSaltError(f"no student-id salt: {fix}") from None
+            except OSError as error:
+                raise IdSaltError(f"cannot read the student-id salt {self.id_salt_file}: {error}") from None
+        if len(salt) < MIN_ID_SALT_LENGTH:
+            shown = "empty or whitespace only" if not salt else f"{len(salt)} characters"
+            raise IdSaltError(f"the student-id salt from {source} is {shown}: {fix}")
+        return salt, source
 
     def api_key_value(self) -> str | None:
         """The API key, or None when unset or empty (``PASSOS_API_KEY=``: an open API)."""

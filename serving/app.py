@@ -8,6 +8,7 @@ never slows or fails a prediction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import itertools
 import logging
@@ -19,8 +20,10 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +37,7 @@ from modeling.scoring import answer_rows
 from passos.settings import Settings, get_settings
 from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
-from serving.prediction_log import PredictionLog, hash_student_id
+from serving.prediction_log import PredictionLog, coarsened, hash_student_id
 from serving.schemas import (
     PREDICT_EXAMPLES,
     BatchPrediction,
@@ -45,12 +48,16 @@ from serving.schemas import (
     did_you_mean,
 )
 from serving.server import startup_warnings
+from serving.shared_state import SharedBuckets, WorkerStatus
 from serving.tracing import ProcessTracer
 
 log = logging.getLogger(__name__)
 NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_nasc", "ano_nasc"})
 # Which worker process answered (`passos serve --workers N`): a header on the prediction routes.
 WORKER_HEADER = "x-worker-pid"
+RATE_LIMIT_SCOPE_KEY = "passos.rate_limit"
+STATUS_STALE_S = 5.0  # a worker status file older than this is a worker gone
+_T = TypeVar("_T")
 
 
 class FastJSON(Response):
@@ -75,10 +82,16 @@ class Services:
         self.prediction_log = PredictionLog.from_settings(settings)
         self.tracer = ProcessTracer.from_settings(settings)
         self.salt, self.salt_source = settings.resolved_id_salt()
+        self.scoring = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        self.status = WorkerStatus(settings.home / "run" / "workers", stale_s=STATUS_STALE_S)
         # Request ids: a random per-process prefix and a counter, unique across workers and
         # restarts; uuid4 read os.urandom on every request.
         prefix, counter = secrets.token_hex(8), itertools.count()
         self.next_request_id: Callable[[], str] = lambda: f"{prefix}{next(counter):016x}"
+
+    def versions(self) -> dict[str, str | None]:
+        """The version this worker serves per task (None: none loaded)."""
+        return {t: (m.version if (m := self.holder.get(t)) else None) for t in self.holder.tasks}
 
     def close(self) -> None:
         self.holder.stop()
@@ -216,6 +229,7 @@ class _Call:
     ) -> None:
         """Log every student locally; trace the call once (one student as itself, a batch as lists)."""
         latency_ms = self.latency_ms()
+        inputs = [coarsened(sent) for sent in inputs]  # birth dates cut to the year, in the log and the trace
         outputs, hashes = [], []
         for i, student in enumerate(students):
             output, student_hash = self.log(student, inputs[i], results[i] if results else None, latency_ms, error)
@@ -233,6 +247,46 @@ class _Call:
             error=error,
             student_hash=hashes[0] if single else None,
         )
+
+
+def _score_and_record(
+    call: _Call, loaded: Loaded, students: list[BaseModel], inputs: list[dict[str, Any]], reasons: bool
+) -> list[dict[str, Any]]:
+    results = predict_rows(loaded, inputs, reasons=reasons)
+    call.record(students, inputs, results)
+    return results
+
+
+async def _off_the_loop(services: Services, work: Callable[..., _T], *args: Any) -> _T:
+    """Run CPU-bound ``work`` in a worker thread, so the event loop keeps answering other requests.
+
+    A batch of 1,000 takes about a second to score; on the loop, every request behind it (the
+    liveness probe included) waited that long. The threads are capped per process
+    (``Services.scoring``): more would only share the same cores.
+    """
+    return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=services.scoring)
+
+
+async def _publish_status(services: Services) -> None:
+    """Rewrite this worker's status file while it serves (the other workers' ``/ready`` read it)."""
+    every = min(STATUS_STALE_S / 5, max(0.1, services.settings.reload_interval_s))
+    warned = False
+    while True:
+        try:
+            services.status.write(services.versions())
+        except OSError as error:  # a read-only or full home: readiness then sees this worker alone
+            if not warned:
+                log.warning("cannot publish the worker status in %s: %s", services.status.folder, error)
+            warned = True
+        await asyncio.sleep(every)
+
+
+def _disagreement(services: Services, own: dict[str, str | None]) -> dict[str, Any] | None:
+    """Every live worker's versions when one differs from this worker's, else None."""
+    others = services.status.others()
+    if all(versions == own for versions in others.values()):
+        return None
+    return {str(pid): versions for pid, versions in {services.status.pid: own, **others}.items()}
 
 
 class BodyLimit:
@@ -319,12 +373,14 @@ class RateLimit:
         *,
         api_key: str | None = None,
         max_clients: int = 10_000,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self.app = app
         self.per_second = per_second
         self.burst = float(burst)
         self.api_key = api_key
         self.max_clients = max_clients
+        self.shared = shared  # every worker's buckets (passos serve); None: this process's own
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -342,17 +398,34 @@ class RateLimit:
         if not self.take(client, time.monotonic()):
             await _refuse(send, 429, b"rate limit exceeded", close=False)
             return
+        scope[RATE_LIMIT_SCOPE_KEY] = (self, client)  # a batch charges its other students (charge_students)
         await self.app(scope, receive, send)
 
-    def take(self, client: str, now: float) -> bool:
-        """Take a token from ``client``'s bucket; False when it is empty."""
+    def take(self, client: str, now: float, cost: float = 1.0, *, admit: bool = True) -> bool:
+        """Take ``cost`` tokens from ``client``'s bucket; False (nothing taken) when it holds less than one.
+
+        ``admit=False`` takes them whatever the bucket holds (it may go below zero).
+        """
+        if self.shared is not None:
+            if admit:
+                return self.shared.take(client, now)
+            self.shared.charge(client, cost, now)
+            return True
         tokens, last = self.buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.per_second)
-        allowed = tokens >= 1.0
-        self.buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # now the most recently used
+        allowed = not admit or tokens >= 1.0
+        self.buckets[client] = (tokens - cost if allowed else tokens, now)  # now the most recently used
         if len(self.buckets) > self.max_clients:
             self.buckets.popitem(last=False)  # the least recently used: it would have refilled anyway
         return allowed
+
+
+def charge_students(request: Request, students: int) -> None:
+    """Charge a batch's students beyond the first to its client's bucket (the first paid to get in)."""
+    admitted = request.scope.get(RATE_LIMIT_SCOPE_KEY)
+    if admitted is not None and students > 1:
+        limiter, client = admitted
+        limiter.take(client, time.monotonic(), students - 1, admit=False)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -366,6 +439,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("%s\n%s\n%s", "!" * 100, f"SECURITY WARNING: {warning}", "!" * 100)
         services.holder.start()
         app.state.services = services
+        heartbeat = asyncio.create_task(_publish_status(services))
         log.info(
             "service up; ready=%s problems=%s; student-id salt from %s",
             services.holder.ready(),
@@ -375,6 +449,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            heartbeat.cancel()
+            services.status.remove()
             services.close()
 
     app = FastAPI(
@@ -427,12 +503,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/ready", tags=["ops"], responses={503: {"description": "a task has no model"}})
     async def ready(services: ServicesDep) -> JSONResponse:
-        """Readiness: 200 only when a model is loaded for every task."""
-        body = {
-            "ready": services.holder.ready(),
-            "models": {t: (m.version if (m := services.holder.get(t)) else None) for t in services.holder.tasks},
-            "problems": {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()},
-        }
+        """Readiness: 200 only when a model is loaded for every task and every worker serves the same versions."""
+        models = services.versions()
+        problems = {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()}
+        if (workers := _disagreement(services, models)) is not None:
+            problems["workers"] = f"the workers serve different versions: {workers}"
+        body = {"ready": services.holder.ready() and workers is None, "models": models, "problems": problems}
         return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
     @app.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: error_responses[401]})
@@ -489,8 +565,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[AuthDep],
         responses=error_responses,
     )
-    async def predict_batch(body: BatchRequest, services: ServicesDep) -> FastJSON:
+    async def predict_batch(body: BatchRequest, services: ServicesDep, request: Request) -> FastJSON:
         """Risk for many students (at most `PASSOS_BATCH_MAX`, 1,000 by default) with one model."""
+        charge_students(request, len(body.students))
         if len(body.students) > services.settings.batch_max:
             raise HTTPException(
                 status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -503,8 +580,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except HTTPException as error:
             call.record(body.students, inputs, None, str(error.detail))
             raise
-        results = predict_rows(loaded, inputs, reasons=body.include_reasons)
-        call.record(body.students, inputs, results)
+        results = await _off_the_loop(
+            services, _score_and_record, call, loaded, body.students, inputs, body.include_reasons
+        )
         return FastJSON(
             {"task": body.task, "model_version": loaded.version, "predictions": results},
             headers={"x-request-id": call.request_id, WORKER_HEADER: worker},
@@ -519,5 +597,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             burst=current.rate_limit_burst,
             api_key=current.api_key_value(),
             max_clients=current.rate_limit_clients,
+            shared=SharedBuckets(
+                current.home / "run" / "rate_limit.sqlite",
+                per_second=current.rate_limit_per_s,
+                burst=current.rate_limit_burst,
+                max_clients=current.rate_limit_clients,
+            ),
         )
     return app

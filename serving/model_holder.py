@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from features.featuresets import TASKS, feature_names
-from modeling.registry import METADATA_FILE, MODEL_FILE, Registry
+from modeling.registry import METADATA_FILE, MODEL_FILE, Registry, check_pointer
 from passos.errors import PassosError
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ class ModelHolder:
                 reasons = gate.get("reasons") if isinstance(gate, dict) else None
                 why = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) and reasons else "no gate verdict"
                 raise PassosError(f"the gate did not accept this version ({why}); a rejected model is never served")
+            check_pointer(self.registry.pointer(task), version, metadata)
             expected = feature_names(task)
             if list(model.feature_names) != expected:
                 raise PassosError(f"feature contract {list(model.feature_names)} differs from the service's {expected}")

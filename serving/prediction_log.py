@@ -85,6 +85,20 @@ def _without_pii(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in mapping.items() if not _is_pii(key)}
 
 
+def coarsened(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A student's inputs as the prediction log and the traces keep them: a birth date cut to its year.
+
+    With the six indicators, a full birth date would single a student out even without any id.
+    """
+    out = dict(inputs)
+    born = out.get("data_nasc")
+    if isinstance(born, date):
+        out["data_nasc"] = born.year
+    elif isinstance(born, str) and len(born) >= 4 and born[:4].isdigit():
+        out["data_nasc"] = int(born[:4])
+    return out
+
+
 def _jsonable(value: Any) -> Any:
     """Plain JSON values: NaN and infinities become null, numpy scalars Python numbers."""
     if isinstance(value, float):
@@ -198,7 +212,7 @@ class PredictionLog:
             clean = _without_pii(record)
             inputs = clean.get("inputs")
             if isinstance(inputs, Mapping):
-                clean["inputs"] = _without_pii(inputs)
+                clean["inputs"] = coarsened(_without_pii(inputs))
             if "ts" not in clean:
                 clean["ts"] = datetime.now(UTC).isoformat()
             if len(self._pending) >= self._queue_size:
@@ -309,8 +323,10 @@ class PredictionLog:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             path = self.directory / f"predictions-{stamp}-{os.getpid()}-{self._seq:06d}.jsonl"
             try:
-                # "x": a name already taken (e.g. a reused pid) is never appended to.
-                self._file = path.open("x", encoding="utf-8")
+                # O_EXCL: a name already taken (e.g. a reused pid) is never appended to. Mode 0600:
+                # the records are pseudonymous student data, readable by the service's user only.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                self._file = os.fdopen(fd, "w", encoding="utf-8")
             except FileExistsError:
                 continue
             self._file_size = 0

@@ -288,6 +288,9 @@ def check_combinations(values: dict[str, Any]) -> None:
         raise _impossible(["data_nasc", "ano_nasc"], f"birth date {born_date} is not in the birth year {born_year}")
     birth_field = "data_nasc" if born_date is not None else "ano_nasc"
     birth = born_date.year if born_date is not None else born_year
+    this_year = date.today().year
+    if birth is not None and year is None and birth > this_year:  # with a year, the next check names both
+        raise _impossible([birth_field], f"born in {birth}, after the current year {this_year}")
     if birth is not None and year is not None and birth > year:
         raise _impossible([birth_field, "year"], f"born in {birth}, after the year {year} predicted for")
     if birth is not None and year is not None and age is not None and not year - birth - 2 <= age <= year - birth + 1:

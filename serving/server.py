@@ -8,7 +8,9 @@ adds, per connection and before any route or key check runs:
 * a bound on the bytes of the request line and headers (``PASSOS_MAX_HEADER_BYTES``) and on the
   number of header fields (``PASSOS_MAX_HEADERS``): over either, 431 and the connection closes;
 * a deadline for the request line and headers (``PASSOS_HEADER_TIMEOUT_S``), from the moment the
-  connection opens or the previous response ends: past it, 408 and the connection closes.
+  connection opens or the previous response ends: past it, 408 and the connection closes;
+* a cap on open connections per worker (``PASSOS_MAX_CONNECTIONS``): past it, a new connection
+  gets 503 and is closed before anything is read from it.
 
 The body's deadline (``PASSOS_BODY_TIMEOUT_S``) is kept by the ASGI layer (``serving.app.BodyLimit``),
 which reads the body before the app sees it. Forwarded headers (``X-Forwarded-For``) are trusted
@@ -30,6 +32,13 @@ from passos.settings import Settings
 log = logging.getLogger(__name__)
 
 
+_FULL_BODY = b'{"detail":"too many open connections","errors":[]}'
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%s" % (len(_FULL_BODY), _FULL_BODY)
+)
+
+
 class _HeadRefused(Exception):
     """Raised inside the parser's callbacks to stop reading a request's head."""
 
@@ -40,6 +49,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     max_header_bytes = 65_536
     max_headers = 100
     header_timeout_s = 5.0
+    max_connections = 1000
 
     def __init__(
         self,
@@ -91,6 +101,12 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            # Refused before a byte is read: an idle connection holding big headers pins memory
+            # (up to max_header_bytes each) that the process does not give back.
+            transport.write(_FULL)
+            transport.close()
+            return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -149,6 +165,7 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
             "max_header_bytes": settings.max_header_bytes,
             "max_headers": settings.max_headers,
             "header_timeout_s": settings.header_timeout_s,
+            "max_connections": settings.max_connections,
         },
     )
 
@@ -168,6 +185,7 @@ class SettingsGuardedHttpTools(GuardedHttpTools):
         self.max_header_bytes = settings.max_header_bytes
         self.max_headers = settings.max_headers
         self.header_timeout_s = settings.header_timeout_s
+        self.max_connections = settings.max_connections
         super().__init__(*args, **kwargs)
 
 
@@ -183,24 +201,18 @@ def uvicorn_options(settings: Settings, *, by_name: bool = False) -> dict[str, A
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or None,
         "timeout_keep_alive": settings.keep_alive_s,
+        "limit_concurrency": settings.max_connections,  # uvicorn's own: 503 once as many requests run
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "server_header": False,
     }
 
 
 def startup_warnings(settings: Settings) -> list[str]:
-    """What an operator must hear at startup: an open API and a public id salt."""
+    """What an operator must hear at startup: an open API (a missing or weak id salt stops it instead)."""
     warnings = []
     if settings.api_key_value() is None:
         warnings.append(
             "PASSOS_API_KEY is empty: /predict, /predict/batch and /model are open to anyone who can reach "
             "this port. Set PASSOS_API_KEY (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')."
-        )
-    _salt, source = settings.resolved_id_salt()
-    if source == "built-in default":
-        warnings.append(
-            "no PASSOS_ID_SALT and no $PASSOS_HOME/id_salt: student ids are hashed with the public default salt, "
-            "so anyone can reverse a student_hash. Set PASSOS_ID_SALT or run `make run` (it writes "
-            f"{settings.id_salt_file})."
         )
     return warnings

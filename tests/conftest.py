@@ -24,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
             "PREFECT_LOGGING_TO_API_ENABLED": "false",
             "LANGFUSE_TRACING_ENABLED": "false",
+            "PASSOS_ID_SALT": "a-salt-for-the-tests",  # the service refuses to start without one
         }
     )
     os.environ.pop("PASSOS_HOME", None)

@@ -90,6 +90,13 @@ def build_snapshot(con: duckdb.DuckDBPyConnection, target: Path) -> dict[str, in
     return counts
 
 
+def _remove_leftovers(target: Path) -> None:
+    """Delete the staging files of refreshes that were killed before they could clean up."""
+    for leftover in target.parent.glob(f".{target.stem}-*.tmp*"):
+        leftover.unlink(missing_ok=True)
+        log.info("analytics: removed %s, left by a refresh that was stopped", leftover.name)
+
+
 def refresh_analytics(settings: Settings | None = None) -> Refresh:
     """Materialise ``features``, comment everything, and publish a new ``analytics.duckdb``.
 
@@ -103,6 +110,7 @@ def refresh_analytics(settings: Settings | None = None) -> Refresh:
     staging = target.with_name(f".{target.stem}-{secrets.token_hex(4)}.tmp")
     try:
         with connect(settings) as con:
+            _remove_leftovers(target)  # under the warehouse's write lock: no other refresh is running
             materialise_features(con)
             apply_comments(con)
             counts = build_snapshot(con, staging)

@@ -75,6 +75,32 @@ def connect(
         con.close()
 
 
+ANALYST_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "access_mode": "read_only",
+    "enable_external_access": False,  # no read_text, COPY ... TO, ATTACH, EXPORT, INSTALL or LOAD
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,  # last: no SET / RESET / PRAGMA can undo the lines above
+}
+
+
+def connect_analyst(path: Path) -> duckdb.DuckDBPyConnection:
+    """Open the analysts' database for queries only: no file, network or database beyond ``path``.
+
+    The configuration is set when the database is opened and locked, so a query cannot turn
+    external access back on (``SET``, ``RESET`` and ``PRAGMA`` of any setting are refused).
+    What a query can still do, and what it cannot: docs/warehouse.md, "What an analyst's query
+    can reach".
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no analysts' database at {path}")
+    return duckdb.connect(str(path), config=dict(ANALYST_CONFIG))
+
+
 def replace_rows(
     con: duckdb.DuckDBPyConnection,
     table: str,

@@ -11,7 +11,7 @@ import logging
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,18 @@ class Limits:
     max_bytes: int = 100_000_000
     max_columns: int = 500
     max_cells: int = 10_000_000
+    spent_cells: int = 0  # cells already held by earlier sources of the same ingest
+
+    def too_many_cells(self, origin: str, detail: str = "") -> SourceError:
+        """The error of a source that would take the ingest past its cell budget."""
+        if self.spent_cells:
+            return SourceError(
+                origin,
+                f"more than the {self.max_cells - self.spent_cells:,} cells left of this ingest's budget of "
+                f"{self.max_cells:,}{detail} (PASSOS_SOURCE_MAX_CELLS; earlier sources hold {self.spent_cells:,}): "
+                "load it on its own, or raise the budget",
+            )
+        return SourceError(origin, f"more than {self.max_cells:,} cells{detail} (PASSOS_SOURCE_MAX_CELLS)")
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Limits:
@@ -57,6 +69,7 @@ class YearTable:
     rows: list[list[Any]] = field(default_factory=list)
     first_line: int = 2
     linked: bool = False  # the file is a symbolic link: its content is never quoted in notes or logs
+    cells: int = 0  # cells read to get it, counted against the ingest's budget
 
 
 @dataclass
@@ -86,20 +99,32 @@ def source_files(paths: Iterable[Path]) -> tuple[list[Path], list[SourceError]]:
 
 
 def discover(paths: Iterable[Path], limits: Limits | None = None) -> Discovery:
-    """Read every PEDE table under ``paths`` (folders or files). Bad files become errors, not exceptions."""
+    """Read every PEDE table under ``paths`` (folders or files). Bad files become errors, not exceptions.
+
+    Every table read is held until the load, so the cell limit is one budget for all of them:
+    a source that would take the total past ``limits.max_cells`` fails by name, and the sources
+    read before it still load.
+    """
     limits = limits or Limits.from_settings()
     files, errors = source_files(paths)
     found = Discovery(errors=errors)
+    spent = 0
     for file in files:
+        budget = replace(limits, spent_cells=spent)
         try:
-            if file.suffix.lower() == ".xlsx":
-                found.tables.extend(read_workbook(file, limits))
-            else:
-                found.tables.append(read_csv(file, limits))
+            tables = read_workbook(file, budget) if file.suffix.lower() == ".xlsx" else [read_csv(file, budget)]
         except SourceError as error:
             log.error("%s", error)
             found.errors.append(error)
+            continue
+        found.tables.extend(tables)
+        spent += sum(table.cells for table in tables)
     return found
+
+
+def is_linked(path: Path) -> bool:
+    """Whether ``path`` or any folder above it is a symbolic link (its target could be any file)."""
+    return path.resolve() != path.absolute()
 
 
 def brief(names: Iterable[str], shown: int = 8, width: int = 40) -> str:
@@ -195,11 +220,8 @@ def read_csv(path: Path, limits: Limits | None = None) -> YearTable:
                 if not any(cell.strip() for cell in record):
                     continue
                 cells += len(record)
-                if cells > limits.max_cells:
-                    raise SourceError(
-                        path.name,
-                        f"more than {limits.max_cells:,} cells (PASSOS_SOURCE_MAX_CELLS)",
-                    )
+                if cells > limits.max_cells - limits.spent_cells:
+                    raise limits.too_many_cells(path.name)
                 rows.append(record)
         except csv.Error as error:
             raise SourceError(path.name, f"malformed CSV: {error}") from None
@@ -211,7 +233,8 @@ def read_csv(path: Path, limits: Limits | None = None) -> YearTable:
         sha256=sha,
         header=[h.strip() for h in header],
         rows=rows,
-        linked=path.is_symlink(),
+        linked=is_linked(path),
+        cells=cells + len(header),
     )
 
 
@@ -246,6 +269,7 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
     except Exception as error:  # openpyxl raises many types for a broken file
         raise SourceError(path.name, f"not a readable .xlsx workbook ({type(error).__name__})") from None
     tables = []
+    spent = limits.spent_cells
     try:
         for sheet_name in book.sheetnames:
             match = SHEET_NAME.match(sheet_name)
@@ -253,7 +277,8 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
                 log.info("%s: sheet %s ignored (not PEDEYYYY)", path.name, brief([sheet_name]))
                 continue
             origin = f"{path.name}[{sheet_name}]"
-            header, body = _read_sheet(book[sheet_name], origin, limits)
+            header, body, cells = _read_sheet(book[sheet_name], origin, replace(limits, spent_cells=spent))
+            spent += cells
             if not header:
                 continue
             digest = _sha256("\n".join("\x1f".join(r) for r in [header, *body]).encode())
@@ -266,7 +291,8 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
                     sha256=digest,
                     header=header,
                     rows=body,
-                    linked=path.is_symlink(),
+                    linked=is_linked(path),
+                    cells=cells,
                 )
             )
     finally:
@@ -276,24 +302,28 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
     return tables
 
 
-def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], list[list[str]]]:
-    """A sheet's header and non-empty rows (each as wide as the header), read within ``limits``."""
+def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], list[list[str]], int]:
+    """A sheet's header, its non-empty rows (each as wide as the header) and the cells read, within ``limits``."""
     sheet.reset_dimensions()  # trust the cells, not the size the file claims
     header: list[str] = []
     body: list[list[str]] = []
     cells = 0
-    for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+    # Rows are read one column past the limit: openpyxl fills every empty cell up to a row's last
+    # one, so `<row><c r="XFD1"/></row>` alone cost 16,384 cells of work. Every cell read counts
+    # toward the budget, empty rows included (each is max_columns + 1 wide as read), so a sheet
+    # of "empty" rows is refused like a full one, after at most max_cells cells of work.
+    for number, row in enumerate(sheet.iter_rows(values_only=True, max_col=limits.max_columns + 1), start=1):
+        cells += len(row)
+        if cells > limits.max_cells - limits.spent_cells:
+            raise limits.too_many_cells(origin, f", empty ones included, by row {number:,}")
         if not any(v is not None and v != "" for v in row):
             continue
         if len(row) > limits.max_columns and any(v is not None and v != "" for v in row[limits.max_columns :]):
             raise SourceError(
                 origin,
-                f"row {number:,} has a cell in column {len(row):,}, past the limit of {limits.max_columns:,} "
+                f"row {number:,} has a cell past column {limits.max_columns:,} "
                 "(PASSOS_SOURCE_MAX_COLUMNS): not a PEDE table",
             )
-        cells += len(row)
-        if cells > limits.max_cells:
-            raise SourceError(origin, f"more than {limits.max_cells:,} cells (PASSOS_SOURCE_MAX_CELLS)")
         if not header:
             header = [_cell_text(v).strip() for v in row]
             while header and not header[-1]:
@@ -308,7 +338,7 @@ def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], lis
         text = [_cell_text(v) for v in row[: len(header)]]
         if any(text):
             body.append(text + [""] * (len(header) - len(text)))
-    return header, body
+    return header, body, cells
 
 
 def _sha256(data: bytes) -> str:

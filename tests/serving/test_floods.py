@@ -47,7 +47,7 @@ def serve(home: Path, **env: str) -> Served:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "test-salt"} | env,
+        env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "a-salt-for-the-tests"} | env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,

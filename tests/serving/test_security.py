@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from passos.settings import DEFAULT_ID_SALT, Settings
+from passos.errors import IdSaltError
+from passos.settings import Settings
 from serving.app import RateLimit, public_problem
 from serving.server import startup_warnings, uvicorn_options
 from tests.serving.conftest import Running, start_server
@@ -104,7 +108,7 @@ def test_an_unauthenticated_flood_cannot_exhaust_the_key_holders_limit(model_hom
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
     server, thread, url = start_server(
-        Settings(home=home, api_key="s3cret", rate_limit_per_s=0.01, rate_limit_burst=3, id_salt="x")
+        Settings(home=home, api_key="s3cret", rate_limit_per_s=0.01, rate_limit_burst=3, id_salt="a-salt-for-the-tests")
     )
     try:
         with httpx.Client(base_url=url) as client:
@@ -123,20 +127,38 @@ def test_uvicorn_trusts_no_forwarding_proxy_by_default(tmp_path: Path) -> None:
     assert trusted["proxy_headers"] is True and trusted["forwarded_allow_ips"] == "10.0.0.5"
 
 
-def test_id_salt_comes_from_the_setting_then_the_home_file_then_warns(tmp_path: Path) -> None:
+def test_id_salt_comes_from_the_setting_then_the_home_file(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, id_salt=None, api_key="k")
-    assert settings.resolved_id_salt() == (DEFAULT_ID_SALT, "built-in default")
-    [warning] = startup_warnings(settings)
-    assert "reverse a student_hash" in warning
-    settings.id_salt_file.write_text("per-install-salt\n")
-    assert settings.resolved_id_salt() == ("per-install-salt", str(settings.id_salt_file))
+    settings.id_salt_file.write_text("per-install-salt-0123\n")
+    assert settings.resolved_id_salt() == ("per-install-salt-0123", str(settings.id_salt_file))
     assert startup_warnings(settings) == []
-    assert Settings(home=tmp_path, id_salt="from-env").resolved_id_salt() == ("from-env", "PASSOS_ID_SALT")
+    from_env = Settings(home=tmp_path, id_salt=" from-the-environment ").resolved_id_salt()
+    assert from_env == ("from-the-environment", "PASSOS_ID_SALT")
+
+
+@pytest.mark.parametrize(
+    ("env_salt", "file_salt", "says"),
+    [
+        (None, None, "no student-id salt"),
+        (None, " \n\t \n", "empty or whitespace only"),  # passed the container's `test -s`
+        (None, "short\n", "5 characters"),
+        (" ", None, "empty or whitespace only"),  # PASSOS_ID_SALT=' '
+        (" " * 20, "per-install-salt-0123", "empty or whitespace only"),
+        ("passos-magicos", None, "14 characters"),  # the old public default
+    ],
+)
+def test_a_missing_blank_or_short_salt_is_refused(
+    tmp_path: Path, env_salt: str | None, file_salt: str | None, says: str
+) -> None:
+    if file_salt is not None:
+        (tmp_path / "id_salt").write_text(file_salt)
+    with pytest.raises(IdSaltError, match=says):
+        Settings(home=tmp_path, id_salt=env_salt).resolved_id_salt()
 
 
 def test_an_empty_api_key_is_an_open_api_and_warned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PASSOS_API_KEY", "")  # as in .env.example
-    settings = Settings(home=tmp_path, id_salt="s")
+    settings = Settings(home=tmp_path, id_salt="a-salt-for-the-tests")
     assert settings.api_key_value() is None
     [warning] = startup_warnings(settings)
     assert "PASSOS_API_KEY is empty" in warning
@@ -147,12 +169,29 @@ def test_startup_logs_the_warnings_loudly(model_home: Path, tmp_path: Path, capl
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
     with caplog.at_level(logging.WARNING, logger="serving.app"):
-        server, thread, _url = start_server(Settings(home=home, api_key="", id_salt=None))
+        server, thread, _url = start_server(Settings(home=home, api_key="", id_salt="a-salt-for-the-tests"))
         server.should_exit = True
         thread.join(timeout=10)
     text = caplog.text
-    assert text.count("SECURITY WARNING") == 2
-    assert "PASSOS_API_KEY is empty" in text and "public default salt" in text
+    assert text.count("SECURITY WARNING") == 1 and "PASSOS_API_KEY is empty" in text
+
+
+@pytest.mark.parametrize("salt", ["  ", "short"])
+def test_passos_serve_refuses_a_blank_or_short_salt_by_any_path(tmp_path: Path, salt: str) -> None:
+    """The check is in Python: `/full/path/passos serve` skips the container entrypoint, not the check."""
+    (tmp_path / "id_salt").write_text(salt)
+    env = {k: v for k, v in os.environ.items() if k != "PASSOS_ID_SALT"} | {"PASSOS_HOME": str(tmp_path)}
+    passos = Path(sys.executable).parent / "passos"
+    run = subprocess.run([str(passos), "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "student-id salt" in run.stderr and "Traceback" not in run.stderr
+    direct = subprocess.run(  # uvicorn's own command line, no passos: the app refuses to start
+        [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert direct.returncode != 0 and "student-id salt" in direct.stderr
 
 
 @pytest.mark.integration
@@ -162,7 +201,7 @@ def test_ready_tells_problems_without_absolute_paths(model_home: Path, tmp_path:
     champion = (home / "models" / "current" / "champion.json").read_text()
     version = champion.split('"version": "')[1].split('"')[0]
     (home / "models" / "current" / version / "model.joblib").unlink()
-    server, thread, url = start_server(Settings(home=home, id_salt="s"))
+    server, thread, url = start_server(Settings(home=home, id_salt="a-salt-for-the-tests"))
     try:
         ready = httpx.get(f"{url}/ready")
     finally:
@@ -179,3 +218,9 @@ def test_public_problem_rewrites_home_and_hides_other_paths(tmp_path: Path) -> N
     text = public_problem(f"cannot read {tmp_path}/h/models/x/model.joblib: [Errno 2] in /etc/passwd", settings)
     assert text == "cannot read $PASSOS_HOME/models/x/model.joblib: [Errno 2] in <path>"
     assert public_problem("feature contract ['a/b'] differs", settings) == "feature contract ['a/b'] differs"
+
+
+def test_an_unreadable_salt_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "id_salt").mkdir()  # a folder where the file should be
+    with pytest.raises(IdSaltError, match="cannot read the student-id salt"):
+        Settings(home=tmp_path, id_salt=None).resolved_id_salt()
