@@ -49,6 +49,9 @@ COPY modeling modeling
 COPY monitoring monitoring
 COPY deployments deployments
 RUN /opt/venv/bin/pip wheel -q --no-deps -w /wheels .
+# Marks this stage's image, which the classic builder leaves untagged: scripts/docker_smoke.sh
+# keeps the newest (the dependency cache) and deletes older ones.
+LABEL passos.stage="builder"
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="passos" \

@@ -66,6 +66,14 @@ build() {
             log "removed the previous, now untagged, $IMAGE (${previous:7:12})"
         fi
     fi
+    # The classic builder leaves the builder stage as an untagged image (its layers are the
+    # dependency cache): the newest is kept, older ones of this Dockerfile are deleted.
+    local id removed=0
+    for id in $(docker images --filter dangling=true --filter label=passos.stage=builder \
+                    --format '{{.CreatedAt}}	{{.ID}}' | sort -r | tail -n +2 | cut -f2); do
+        if docker image rm "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
+    done
+    [[ $removed -eq 0 ]] || log "removed $removed older untagged builder-stage image(s)"
     log "built $IMAGE in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
 }
 
