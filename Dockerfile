@@ -49,6 +49,9 @@ COPY modeling modeling
 COPY monitoring monitoring
 COPY deployments deployments
 RUN /opt/venv/bin/pip wheel -q --no-deps -w /wheels .
+# Marks this stage's image, which the classic builder leaves untagged: scripts/docker_smoke.sh
+# keeps the newest (the dependency cache) and deletes older ones.
+LABEL passos.stage="builder"
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="passos" \
@@ -72,12 +75,17 @@ RUN /opt/venv/bin/pip install -q --no-deps --no-index --no-cache-dir --disable-p
     && cd / && PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c \
         "import serving.app, flows.pipeline, monitoring.evidently_adapter, lightgbm, asyncpg"
 COPY scripts/docker_entrypoint.sh /usr/local/bin/passos-entrypoint
+# The Prefect server copies its UI into a static folder at start; the default one is inside the
+# installed package, which the passos user cannot write (the UI then answers 404). A folder of
+# its own, outside the state volume: a cache, rebuilt when missing or from another version.
+RUN install -d -o passos -g passos -m 0755 /var/cache/prefect-ui
 ENV PATH=/opt/venv/bin:$PATH \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PASSOS_HOME=/var/lib/passos \
     PASSOS_DATA_DIR=/data \
     PREFECT_HOME=/var/lib/passos/prefect \
+    PREFECT_UI_STATIC_DIRECTORY=/var/cache/prefect-ui \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
     DO_NOT_TRACK=1
 VOLUME ["/var/lib/passos"]

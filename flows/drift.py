@@ -42,6 +42,7 @@ from monitoring.report_index import last_fingerprints, prune, scan_entries, writ
 from monitoring.report_page import render_page
 from passos.errors import PassosError
 from passos.settings import Settings, get_settings
+from serving.prediction_retention import apply_retention
 from warehouse.connection import connect, replace_rows
 from warehouse.predictions import load_prediction_log, prediction_inputs
 
@@ -50,9 +51,20 @@ MIN_LOG_ROWS_TO_COMPARE = 30  # fewer rows than this cannot say anything about a
 
 @task(retries=2, retry_delay_seconds=2)
 def load_log_task(settings: Settings) -> int:
-    """Load new prediction-log lines into the warehouse (idempotent)."""
+    """Load new prediction-log lines into the warehouse (idempotent), then apply the log's retention.
+
+    Retention runs after the load is committed: it deletes the files this load read in full and
+    no writer will append to again, then holds the folder under ``predictions_max_bytes``.
+    """
     with connect(settings) as con:
-        return load_prediction_log(con, settings.predictions_dir).rows_loaded
+        loaded = load_prediction_log(con, settings.predictions_dir)
+    apply_retention(
+        settings.predictions_dir,
+        loaded.read_bytes,
+        rotate_seconds=settings.predictions_rotate_seconds,
+        max_bytes=settings.predictions_max_bytes,
+    )
+    return loaded.rows_loaded
 
 
 @dataclass

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
         description="Salt of student-id hashes; unset: the file $PASSOS_HOME/id_salt (`make run` writes one).",
     )
     predictions_rotate_bytes: int = Field(default=10_000_000, ge=1024)
+    predictions_rotate_seconds: int = Field(
+        default=3600, ge=1, description="A prediction-log file is not written to after this long open."
+    )
+    predictions_max_bytes: int = Field(
+        default=1_000_000_000,
+        ge=1024,
+        description="Bound on the prediction-log folder; over it the oldest files go, loaded or not (logged).",
+    )
     rate_limit_per_s: float = Field(
         default=0.0, ge=0.0, description="Requests per second per API key (else per client IP); 0 = off."
     )

@@ -3,7 +3,8 @@
 # build the images (no registry needed: local Debian base and Postgres), bring the stack up with
 # REPLICAS API containers, register the deployments on the worker's pool, run the pipeline
 # deployment through the worker, check that every API replica hot-reloads the new champions and
-# answers, then tear everything down (containers, network, volumes).
+# answers and that the Prefect UI renders, then tear everything down (containers, network, volumes).
+# A check that fails names its cause: the state, exit code and last log lines of the service.
 #
 #   scripts/compose_smoke.sh
 #   KEEP=1 scripts/compose_smoke.sh        # leave the stack up for a look (then: see the last log line)
@@ -92,6 +93,16 @@ scored() {
 sys.exit(not (isinstance(b.get("risk_score"), float) and b.get("risk_label") in ("high", "low")))' "$1"
 }
 container_healthy() { [[ "$(docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null)" == healthy ]]; }
+# why SERVICE: each of its containers' state, exit code, restarts and last log lines, so that a
+# failure message names the cause (e.g. the API's exit 64 without a salt) and not only the symptom.
+why() {
+    local service="$1" id
+    for id in $(compose ps -q "$service" 2>/dev/null); do
+        docker inspect -f "container {{.Name}}: {{.State.Status}}, exit code {{.State.ExitCode}}, restarted {{.RestartCount}} times{{if .State.Health}}, health {{.State.Health.Status}}{{end}}" "$id" 2>/dev/null
+        echo "  its last log lines:"
+        docker logs --tail 8 "$id" 2>&1 | sed 's/^/    | /'
+    done
+}
 # URL[i]: replica i's address on the host (a free loopback port each), filled once after up.
 declare -a URL
 replica_status_is() { [[ "$(status_of "${URL[$1]}$2")" == "$3" ]]; }
@@ -108,7 +119,8 @@ log "ok: images $IMAGE and $POSTGRES_IMAGE ready in $(since "$started")"
 
 # --- 2. up -----------------------------------------------------------------------------------
 # A temporary env file, so that a .env of the project (secrets, ports) is neither read nor
-# changed; host ports are free ones on loopback.
+# changed; host ports are free ones on loopback (empty ports). The API refuses to start without
+# a key and a salt: both are random here.
 cat > "$ENV_FILE" <<ENV
 PASSOS_ENV_FILE=$ENV_FILE
 PASSOS_IMAGE=$IMAGE
@@ -118,9 +130,11 @@ POSTGRES_USER=prefect
 POSTGRES_PASSWORD=$(random_token)
 POSTGRES_DB=prefect
 PASSOS_API_KEY=$API_KEY
+PASSOS_ID_SALT=salt-$(random_token)$(random_token)
 PASSOS_API_REPLICAS=$REPLICAS
-PASSOS_API_PORT=127.0.0.1:
-PREFECT_PORT=127.0.0.1:
+PUBLISH_ADDRESS=127.0.0.1
+PASSOS_API_PORT=
+PREFECT_PORT=
 HOST_DATA_DIR=$DATA
 ENV
 log "up: project $PROJECT, $REPLICAS API replicas, Postgres $POSTGRES_IMAGE, data $DATA (read-only)"
@@ -131,13 +145,15 @@ while IFS='=' read -r name _; do unset "$name"; done < "$ENV_FILE"
 started=$(date +%s)
 compose up -d --no-build >&2 || fail "compose up failed"
 worker="$(compose ps -q worker)"
-wait_for 120 container_healthy "$worker" || fail "the worker never turned healthy"
+wait_for 120 container_healthy "$worker" || fail "the worker never turned healthy:
+$(why postgres; why prefect-server; why worker)"
 log "ok: postgres, prefect-server and worker healthy, in $(since "$started")"
 
 started=$(date +%s)
 for i in $(seq 1 "$REPLICAS"); do
     URL[i]="http://$(compose port --index "$i" api 8000 | tail -1)"
-    wait_for 60 replica_status_is "$i" /health 200 || fail "API replica $i: /health never answered 200"
+    wait_for 60 replica_status_is "$i" /health 200 || fail "API replica $i: /health never answered 200 in 60 s:
+$(why api)"
     code="$(status_of "${URL[i]}/ready")"
     [[ "$code" == 503 ]] || fail "API replica $i: /ready answered $code before any model exists, not 503"
 done
@@ -148,7 +164,25 @@ addresses="$(compose exec -T worker python3 -c \
 [[ "$addresses" == "$REPLICAS" ]] || fail "the name api resolves to $addresses addresses, not $REPLICAS"
 log "ok: inside the network the name api resolves to $REPLICAS addresses"
 
-# --- 3. a deployment through the worker --------------------------------------------------------
+# --- 3. the Prefect UI -------------------------------------------------------------------------
+# The page is the UI's index.html (the app's root element and its script); the script it names
+# must answer too, or a browser shows a blank page. The server copies the UI into
+# PREFECT_UI_STATIC_DIRECTORY at start, which must be writable by the image's user.
+PREFECT_URL="http://$(compose port prefect-server 4200 | tail -1)"
+code="$(status_of "$PREFECT_URL/" -L -H 'accept: text/html')"
+[[ "$code" == 200 ]] || fail "the Prefect UI at $PREFECT_URL/ answered $code, not 200:
+$(why prefect-server)"
+asset="$(python3 -c 'import re, sys
+page = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+root = re.search(r"<div id=\"(root|app)\"", page)
+script = re.search(r"<script[^>]*type=\"module\"[^>]*src=\"([^\"]+\.js)\"", page)
+print(script.group(1) if root and script else "")' "$BODY")"
+[[ -n "$asset" ]] || fail "the Prefect UI page has no app root and module script: $(head -c 300 "$BODY")"
+code="$(status_of "$PREFECT_URL$asset")"
+[[ "$code" == 200 ]] || fail "the Prefect UI's script $asset answered $code, not 200"
+log "ok: the Prefect UI renders at $PREFECT_URL/ (index.html with the app root, its script $asset 200 with $(wc -c < "$BODY") bytes)"
+
+# --- 4. a deployment through the worker --------------------------------------------------------
 started=$(date +%s)
 compose run --rm -T worker passos deploy --work-pool passos-process >&2 || fail "passos deploy failed"
 log "ok: deployments registered on the work pool passos-process in $(since "$started")"
@@ -162,10 +196,11 @@ run_id="$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 [[ -n "$run_id" ]] || fail "no flow run id in the output of prefect deployment run"
 log "ok: flow run $run_id of pipeline/pipeline COMPLETED in $(since "$started") (created, picked up, run)"
 
-# --- 4. every API replica ----------------------------------------------------------------------
+# --- 5. every API replica ----------------------------------------------------------------------
 # The replicas were not restarted: each finds the new champions by polling the pointers.
 for i in $(seq 1 "$REPLICAS"); do
-    wait_for 30 replica_status_is "$i" /ready 200 || fail "API replica $i: /ready never 200: $(cat "$BODY")"
+    wait_for 30 replica_status_is "$i" /ready 200 || fail "API replica $i: /ready never 200: $(cat "$BODY")
+$(why api)"
 done
 log "ok: all $REPLICAS replicas /ready 200 (champions hot-reloaded from the shared volume) $(since "$pipeline_done") after the run was reported complete"
 

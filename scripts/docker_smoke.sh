@@ -47,11 +47,43 @@ build() {
     fi
     [[ -n "$ca" ]] && args+=(--build-arg "EXTRA_CA_CERTS=$ca")
     [[ -n "${PIP_INDEX_URL:-}" ]] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
-    local started
+    local started before previous
     started=$(date +%s)
+    # What a failed build leaves behind is removed: --force-rm takes the step's stopped
+    # container with it, and the untagged images it made are deleted below (the layer cache of
+    # the steps that succeeded goes with them; the next build redoes them).
+    before="$(docker images -q --filter dangling=true | sort)"
+    previous="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
     log "building $IMAGE from $BASE_IMAGE${ca:+ (with extra build CAs)}"
-    docker build "${args[@]}" . >&2
+    if ! docker build --force-rm "${args[@]}" . >&2; then
+        remove_new_dangling "$before"
+        fail "docker build of $IMAGE failed (see above); its containers and new untagged images were removed"
+    fi
+    # The image the tag pointed to before, now untagged: nothing refers to it any more.
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "$IMAGE")" ]] \
+        && [[ -z "$(docker image inspect -f '{{join .RepoTags ""}}' "$previous" 2>/dev/null)" ]]; then
+        if docker image rm "$previous" >/dev/null 2>&1; then
+            log "removed the previous, now untagged, $IMAGE (${previous:7:12})"
+        fi
+    fi
+    # The classic builder leaves the builder stage as an untagged image (its layers are the
+    # dependency cache): the newest is kept, older ones of this Dockerfile are deleted.
+    local id removed=0
+    for id in $(docker images --filter dangling=true --filter label=passos.stage=builder \
+                    --format '{{.CreatedAt}}	{{.ID}}' | sort -r | tail -n +2 | cut -f2); do
+        if docker image rm "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
+    done
+    [[ $removed -eq 0 ]] || log "removed $removed older untagged builder-stage image(s)"
     log "built $IMAGE in $(( $(date +%s) - started )) s, $(docker image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec)"
+}
+
+# remove_new_dangling BEFORE: delete the untagged images that are not in BEFORE (a failed build's).
+remove_new_dangling() {
+    local id removed=0
+    for id in $(comm -13 <(echo "$1") <(docker images -q --filter dangling=true | sort)); do
+        if docker image rm "$id" >/dev/null 2>&1; then removed=$((removed + 1)); fi
+    done
+    log "removed $removed untagged image(s) the failed build left"
 }
 
 cleanup() {

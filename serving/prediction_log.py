@@ -7,7 +7,10 @@ Files live in ``settings.predictions_dir`` and are named
 ``predictions-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.jsonl`` (``seq`` is six digits and counts
 the files of one process), so several worker processes never share a file. A file is
 closed and a new one started before a line would make it larger than
-``predictions_rotate_bytes``; a single longer line gets a file of its own.
+``predictions_rotate_bytes``, or once it has been open ``predictions_rotate_seconds``; a
+single longer line gets a file of its own. Each time it opens a file, the writer holds the
+folder under ``predictions_max_bytes`` (:mod:`serving.prediction_retention`, which also
+deletes the files the warehouse has loaded).
 
 Record schema (one object per line, UTF-8):
     ``ts`` (str): when the prediction was made, ISO 8601 in UTC, added if missing.
@@ -48,6 +51,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
+from serving.prediction_retention import enforce_bound
+
 if TYPE_CHECKING:
     from passos.settings import Settings
 
@@ -55,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 PII_KEYS = frozenset({"nome", "nome_anonimizado", "name", "ra", "student_id"})
 DEFAULT_QUEUE_SIZE = 100_000
+DEFAULT_ROTATE_SECONDS = 3600.0
 WRITE_INTERVAL_S = 0.05
 FILE_PATTERN = re.compile(r"^predictions-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl$")
 
@@ -131,13 +137,24 @@ class PredictionLog:
         dropped: Records lost (queue full, log closed, or a write failed).
     """
 
-    def __init__(self, directory: Path, rotate_bytes: int, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        rotate_bytes: int,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        rotate_seconds: float = DEFAULT_ROTATE_SECONDS,
+        max_bytes: int | None = None,
+    ) -> None:
         """Create the directory, check it is writable and start the writer thread.
 
         Args:
             directory: Where the files go; created with its parents if missing.
             rotate_bytes: A file is not allowed to grow past this size.
             queue_size: Records held for the writer before new ones are dropped.
+            rotate_seconds: A file is not written to once it has been open this long.
+            max_bytes: The bound on the folder's log files, enforced (oldest first) each time a
+                file is opened; None: unbounded.
 
         Raises:
             PermissionError: The directory cannot be created or written to for lack of rights.
@@ -150,6 +167,9 @@ class PredictionLog:
         self.written = 0
         self.dropped = 0
         self._rotate_bytes = rotate_bytes
+        self._rotate_seconds = rotate_seconds
+        self._max_bytes = max_bytes
+        self._opened_at = 0.0
         self._check_writable(self.directory)
         # Records go to a deque the writer drains every WRITE_INTERVAL_S: an append wakes no
         # thread, so the request path never hands the GIL to the writer per record (a
@@ -169,8 +189,13 @@ class PredictionLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PredictionLog:
-        """Open the log in ``settings.predictions_dir`` with ``predictions_rotate_bytes``."""
-        return cls(settings.predictions_dir, settings.predictions_rotate_bytes)
+        """Open the log in ``settings.predictions_dir`` with the ``predictions_*`` settings."""
+        return cls(
+            settings.predictions_dir,
+            settings.predictions_rotate_bytes,
+            rotate_seconds=settings.predictions_rotate_seconds,
+            max_bytes=settings.predictions_max_bytes,
+        )
 
     @staticmethod
     def _check_writable(directory: Path) -> None:
@@ -291,8 +316,14 @@ class PredictionLog:
             try:
                 line = json.dumps(_jsonable(record), ensure_ascii=False, allow_nan=False) + "\n"
                 size = len(line.encode("utf-8"))
-                if self._file is None or (self._file_size > 0 and self._file_size + size > self._rotate_bytes):
+                if (
+                    self._file is None
+                    or (self._file_size > 0 and self._file_size + size > self._rotate_bytes)
+                    or time.monotonic() - self._opened_at >= self._rotate_seconds
+                ):
                     self._open_next()
+                    self._opened_at = time.monotonic()
+                    self._hold_bound()
                 assert self._file is not None
                 self._file.write(line)
                 self._file_size += size
@@ -332,6 +363,14 @@ class PredictionLog:
             self._file_size = 0
             logger.debug("prediction log now writes %s", path)
             return
+
+    def _hold_bound(self) -> None:
+        if self._max_bytes is None or self._file is None:
+            return
+        try:
+            enforce_bound(self.directory, self._max_bytes, keep={Path(self._file.name)})
+        except OSError as error:
+            logger.error("prediction log cannot hold %s under its bound: %s", self.directory, error)
 
     def _close_file(self) -> None:
         if self._file is None:

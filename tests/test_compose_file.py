@@ -80,14 +80,14 @@ def test_compose_config_takes_the_postgres_image_and_replicas(tmp_path: Path) ->
             "POSTGRES_PASSWORD": "secret",
             "POSTGRES_IMAGE": "passos-postgres:15-bookworm",
             "PASSOS_API_REPLICAS": "3",
-            "PASSOS_API_PORT": "127.0.0.1:",
+            "PASSOS_API_PORT": "",
         },
     )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert services["postgres"]["image"] == "passos-postgres:15-bookworm"
     assert int(services["api"]["deploy"]["replicas"]) == 3
-    assert any("127.0.0.1" in str(port) for port in services["api"]["ports"])
+    assert [_published(port) for port in services["api"]["ports"]] == [("127.0.0.1", "", 8000)]
     assert "postgres:5432" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
 
 
@@ -99,7 +99,55 @@ def test_compose_config_defaults_to_docker_hubs_postgres(tmp_path: Path) -> None
     assert int(services["api"]["deploy"]["replicas"]) == 1
 
 
+def _published(port: str | dict[str, Any]) -> tuple[str, str, int]:
+    """(host address, host port, container port) of a resolved ``ports`` entry, either syntax.
+
+    Compose v2 resolves ``ports`` to the long syntax, docker-compose 1.29 keeps the short one.
+    """
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "")), str(port.get("published", "")), int(port["target"])
+    host, published, target = str(port).rsplit(":", 2)
+    return host, published, int(target.split("/")[0])
+
+
+def test_published_ports_listen_on_loopback_by_default(tmp_path: Path) -> None:
+    result = _config(tmp_path, {"POSTGRES_PASSWORD": "secret"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    published = {name: [_published(port) for port in service.get("ports", [])] for name, service in services.items()}
+    assert published == {
+        "postgres": [],
+        "prefect-server": [("127.0.0.1", "4200", 4200)],
+        "worker": [],
+        "api": [("127.0.0.1", "8000", 8000)],
+    }
+
+
+def test_the_publish_address_is_a_setting(tmp_path: Path) -> None:
+    result = _config(tmp_path, {"POSTGRES_PASSWORD": "secret", "PUBLISH_ADDRESS": "10.1.2.3", "PREFECT_PORT": "14200"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert [_published(port) for port in services["prefect-server"]["ports"]] == [("10.1.2.3", "14200", 4200)]
+    assert [_published(port) for port in services["api"]["ports"]] == [("10.1.2.3", "8000", 8000)]
+
+
+def test_no_port_is_published_on_every_interface_in_the_file() -> None:
+    # Read as written: each published port names its address, so no default of Docker's (0.0.0.0) applies.
+    for name, service in _compose_file()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${PUBLISH_ADDRESS:-127.0.0.1}:"), (name, port)
+
+
 def test_compose_config_refuses_an_empty_postgres_password(tmp_path: Path) -> None:
     result = _config(tmp_path, {"POSTGRES_PASSWORD": ""})
     assert result.returncode != 0
     assert "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+def test_the_image_gives_the_prefect_ui_a_folder_its_user_can_write() -> None:
+    # The default folder is inside the installed package, owned by root: the UI would be a 404.
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    folder = re.search(r"PREFECT_UI_STATIC_DIRECTORY=(\S+)", dockerfile)
+    assert folder is not None
+    assert re.search(rf"install -d -o passos -g passos [^\n]*{re.escape(folder.group(1))}\n", dockerfile)
+    assert not folder.group(1).startswith(("/opt/venv", "/var/lib/passos"))  # not the package, not the state volume

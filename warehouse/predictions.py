@@ -3,13 +3,15 @@
 The files are append-only and named uniquely, so a row is keyed by (file, line): a reload
 reads only the lines past those already loaded. Loading twice changes nothing; every line
 that parses becomes one row (a broken line is skipped and counted, never half-loaded).
+The load reports how many bytes of each file it read through its last complete line
+(``read_bytes``), which is what the log's retention needs to delete a file safely.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -29,6 +31,8 @@ class PredictionLoad:
     files: int = 0
     rows_loaded: int = 0
     lines_skipped: int = 0
+    read_bytes: dict[str, int] = field(default_factory=dict)
+    """File name to the bytes read through its last complete line (every line in them is loaded or skipped)."""
 
 
 def load_prediction_log(con: duckdb.DuckDBPyConnection, directory: Path) -> PredictionLoad:
@@ -41,14 +45,22 @@ def load_prediction_log(con: duckdb.DuckDBPyConnection, directory: Path) -> Pred
     for path in sorted(directory.glob("predictions-*.jsonl")):
         result.files += 1
         done = loaded.get(path.name, 0)
-        with path.open(encoding="utf-8") as handle:
+        read = 0
+        with path.open("rb") as handle:
             for number, text in enumerate(handle, start=1):
-                if number <= done or not text.endswith("\n"):
-                    continue  # already loaded, or a line still being written
+                if not text.endswith(b"\n"):
+                    continue  # a line still being written
+                read += len(text)
+                if number <= done:
+                    continue  # already loaded
                 try:
                     record = json.loads(text)
-                except json.JSONDecodeError:
+                except ValueError:  # not JSON, or not UTF-8
                     log.warning("%s line %d is not JSON; skipped", path.name, number)
+                    result.lines_skipped += 1
+                    continue
+                if not isinstance(record, dict):
+                    log.warning("%s line %d is not a JSON object; skipped", path.name, number)
                     result.lines_skipped += 1
                     continue
                 rows.append(
@@ -68,6 +80,7 @@ def load_prediction_log(con: duckdb.DuckDBPyConnection, directory: Path) -> Pred
                         "error": record.get("error"),
                     }
                 )
+        result.read_bytes[path.name] = read
     if rows:
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce").dt.tz_localize(None)

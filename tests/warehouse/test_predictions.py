@@ -52,11 +52,14 @@ def test_broken_and_unfinished_lines(settings: Settings, tmp_path: Path) -> None
     folder = tmp_path / "log"
     folder.mkdir()
     good = json.dumps(record(1))
-    (folder / "predictions-20260101T000000-1-000001.jsonl").write_text(f"{good}\nnot json\n{good}\n{good[:10]}")
+    (folder / "predictions-20260101T000000-1-000001.jsonl").write_text(f"{good}\nnot json\n{good}\n[1, 2]\n{good[:10]}")
     with connect(settings) as con:
         result = load_prediction_log(con, folder)
-        assert (result.rows_loaded, result.lines_skipped) == (2, 1)
-        (folder / "predictions-20260101T000000-1-000001.jsonl").write_text(f"{good}\nnot json\n{good}\n{good}\n")
+        assert (result.rows_loaded, result.lines_skipped) == (2, 2)
+        assert result.read_bytes == {"predictions-20260101T000000-1-000001.jsonl": 2 * len(good) + 18}
+        (folder / "predictions-20260101T000000-1-000001.jsonl").write_text(
+            f"{good}\nnot json\n{good}\n[1, 2]\n{good}\n"
+        )
         assert load_prediction_log(con, folder).rows_loaded == 1
     assert load_prediction_log.__doc__
 
