@@ -281,7 +281,7 @@ def sql(
         with connect(settings, read_only=True, path=settings.analytics_path) as con:
             frame = con.execute(query).df()
     except duckdb.Error as error:
-        raise fail(" ".join(str(error).split()), ExitCode.USAGE) from None
+        raise fail(sql_error_text(error), ExitCode.USAGE) from None
     if output_format is OutputFormat.csv:
         from passos.safe_csv import write_csv
 
@@ -295,6 +295,16 @@ def sql(
             typer.echo(frame.head(max_rows).to_string(index=False))
         if len(frame) > max_rows:
             typer.echo(f"... {len(frame)} rows in all (showing {max_rows})")
+
+
+def sql_error_text(error: Exception) -> str:
+    """DuckDB's message on one line, then its ``LINE n:`` and caret lines as they are.
+
+    The caret is aligned under the query line it follows, so those two lines keep their spacing.
+    """
+    text, _, pointer = str(error).partition("\nLINE ")
+    message = " ".join(text.split())
+    return f"{message}\nLINE {pointer.rstrip()}" if pointer else message
 
 
 @app.command()
@@ -316,7 +326,10 @@ def run(
     """The whole pipeline: ingest, train both tasks, score the latest year, drift report.
 
     The gate uses PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, as every other run does.
-    Exits 10 when the gate rejected a candidate, 11 when drift recommends retraining.
+
+    Exit 10: the gate rejected a candidate. Exit 11: drift recommends retraining.
+
+    Exit 12: a candidate is held for review. The champions still serve in every case.
     """
     start_flows(
         "run: ingest, train, score, drift (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
@@ -390,8 +403,11 @@ def train(
 ) -> None:
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow).
 
-    The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR. Exits 10 when the
-    gate rejected a candidate (the champion is unchanged).
+    The gate's recall floor per task: PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR.
+
+    Exit 10: the gate rejected a candidate (the champion is unchanged).
+
+    Exit 12: a candidate passed but is held for review (`passos models promote` if a person agrees).
     """
     require_warehouse()
     start_flows(

@@ -114,7 +114,7 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     flows = {f["id"]: f["name"] for f in api.post("/flows/filter", json={}).raise_for_status().json()}
     (latest,) = [r for r in runs.json() if flows[r["flow_id"]] == "train"][:1]
     assert latest["state"]["type"] == "FAILED" and latest["state"]["name"] == "Rejected"
-    assert "gate rejected ['current']" in latest["state"]["message"]
+    assert latest["state"]["message"].startswith("gate rejected current: recall "), latest["state"]
     artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["train-verdicts"]}}}).json()
     assert any(a["flow_run_id"] == latest["id"] and "**rejected**" in a["data"] for a in artifacts)
     logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [latest["id"]]}}, "limit": 200}).json()
