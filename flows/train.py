@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -369,7 +369,8 @@ def train_flow(task: TaskChoice = "all") -> Any:
             frame = read_features(settings, name)
             results = train_task(settings, frame, name)
             champion = champion_on_same_test(registry, frame, name)
-            verdicts = gate_task(settings, results, champion, floor, return_state=True).result(raise_on_failure=False)
+            gated = gate_task(settings, results, champion, floor, return_state=True)  # Rejected is a verdict
+            verdicts = cast("dict[str, Verdict]", gated.result(raise_on_failure=False))
             outcome = register_task(settings, frame, results, verdicts, champion, floor)
             logger.info(
                 "%s: %s %s (%s)",

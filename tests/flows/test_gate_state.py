@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow
+from prefect.states import State
 
 from flows.train import final_state, gate_task, register_task, train_task
+from modeling.gate import Verdict
 from passos.settings import Settings
 from tests.factories import make_feature_frame
 
@@ -29,11 +31,12 @@ def test_a_rejection_names_its_reason_in_the_gate_task_and_the_run(prefect_harne
 
     @flow(name="gate-check")
     def gate_check(floor: float) -> Any:
-        verdicts = gate_task(settings, results, None, floor, return_state=True).result(raise_on_failure=False)
+        gated = gate_task(settings, results, None, floor, return_state=True)
+        verdicts = cast("dict[str, Verdict]", gated.result(raise_on_failure=False))
         outcome = register_task.fn(settings, frame, results, verdicts, None, floor)
         return final_state([outcome])
 
-    state = gate_check(1.0, return_state=True)
+    state = cast("State[Any]", gate_check(1.0, return_state=True))
     run_state, task_states = read_states(state.state_details.flow_run_id)
 
     gate = task_states["gate_task"]
@@ -43,7 +46,7 @@ def test_a_rejection_names_its_reason_in_the_gate_task_and_the_run(prefect_harne
     assert run_state.message.startswith("gate rejected current: recall ") and "< minimum 1.000" in run_state.message
     assert run_state.message.endswith("(champion unchanged)")
 
-    accepted = gate_check(0.0, return_state=True)
+    accepted = cast("State[Any]", gate_check(0.0, return_state=True))
     _, task_states = read_states(accepted.state_details.flow_run_id)
     assert task_states["gate_task"].type.value == "COMPLETED"
     assert task_states["gate_task"].message.startswith("gate accepted current")
