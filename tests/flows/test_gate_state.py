@@ -14,8 +14,9 @@ from passos.settings import Settings
 from tests.factories import make_feature_frame
 
 
-def read_states(flow_run_id: UUID) -> tuple[Any, dict[str, Any]]:
+def read_states(flow_run_id: UUID | None) -> tuple[Any, dict[str, Any]]:
     """The flow run's state and its task runs' states, read back from the Prefect API."""
+    assert flow_run_id is not None
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
