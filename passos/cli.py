@@ -434,6 +434,44 @@ def train(
 
 
 @app.command()
+def retrain(
+    task: Annotated[TaskOrAll, typer.Option(help="The task to retrain, or all.")] = TaskOrAll.all,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end and exit with its verdict.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait follows the run.")] = 3600,
+) -> None:
+    """Run the retrain-weekly deployment now on the running Prefect server (`make prefect`).
+
+    The server is PREFECT_API_URL (default http://127.0.0.1:4200/api, where `make prefect` serves).
+
+    Exit 5: no Prefect server answers there, or it serves no retrain deployment.
+
+    With --wait, the run's verdict: exit 10 (rejected), 12 (held for review), 6 (failed or crashed).
+    """
+    from deployments.trigger import RETRAIN, PrefectServerUnavailable, probe, start_run, wait_for
+    from passos.settings import get_settings
+
+    api_url = get_settings().prefect_api_url
+    try:
+        probe(api_url)
+        started = start_run(api_url, RETRAIN, {"task": task.value})
+    except PrefectServerUnavailable as error:
+        raise fail(error, ExitCode.NO_PREFECT_SERVER) from None
+    typer.echo(f"retrain {task.value}: flow run {started.name} created on {api_url}")
+    typer.echo(f"  follow it: {started.url}")
+    if not wait:
+        typer.echo("  the serve process (`make prefect`) or a worker runs it; `passos retrain --wait` follows it here")
+        return
+    finished = wait_for(api_url, started.id, timeout_s=timeout)
+    if finished is None:
+        raise fail(f"{started.name} did not end within {timeout:.0f} s; it goes on: {started.url}", ExitCode.RUN_FAILED)
+    typer.echo(f"{started.name}: {finished.name}" + (f": {finished.message}" if finished.message else ""))
+    verdicts = {"Rejected": ExitCode.GATE_REJECTED, "HeldForReview": ExitCode.HELD_FOR_REVIEW}
+    if finished.type == "COMPLETED":
+        return
+    raise typer.Exit(int(verdicts.get(finished.name, ExitCode.RUN_FAILED)))
+
+
+@app.command()
 def score(
     task: Annotated[TaskName, typer.Option(help="The task whose champion scores.")] = TaskName.current,
     year: Annotated[int | None, typer.Option(help="Year to score (default: the latest).")] = None,

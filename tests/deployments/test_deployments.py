@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from deployments.deploy import SPECS, build_deployments
+from passos.errors import ExitCode
 from passos.settings import PROJECT_ROOT, Settings
 
 SERVER_START_TIMEOUT_S = 120
@@ -198,6 +199,68 @@ def wait_for_deployments(client: httpx.Client, names: list[str], serve: subproce
         if serve.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"deployments not registered ({sorted(found)}): {log.read_text()[-3000:]}")
         time.sleep(0.5)
+
+
+def test_passos_retrain_without_a_server_says_how_to_start_one_at_once() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PASSOS_"))}
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"],
+        env=env | {"PREFECT_API_URL": api},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == ExitCode.NO_PREFECT_SERVER, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: no Prefect server answers at {api}") and "`make prefect`" in line, line
+    assert seconds < 15, f"{seconds:.1f} s: the probe's short timeout should answer at once"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_passos_retrain_runs_the_deployment_on_the_running_server(prefect_server: dict[str, Any]) -> None:
+    """Against a real server: no deployment yet is exit 5; with the serve process, --wait follows the run."""
+    home = prefect_server["root"] / "retrain-cli-home"  # no warehouse: the run itself fails, quickly
+    env = prefect_server["env"] | {"PASSOS_HOME": str(home)}
+    retrain = [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"]
+
+    def cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*retrain, *extra], env=env, capture_output=True, text=True, timeout=300)
+
+    api = httpx.Client(base_url=prefect_server["api"], timeout=10)
+    registered = {d["name"] for d in api.post("/deployments/filter", json={"limit": 50}).raise_for_status().json()}
+    if "retrain-weekly" not in registered:
+        missing = cli()
+        assert missing.returncode == ExitCode.NO_PREFECT_SERVER, missing.stderr
+        assert "has no deployment 'train/retrain-weekly'" in missing.stderr and "make prefect" in missing.stderr
+
+    serve_log = prefect_server["root"] / "retrain-cli-serve.log"
+    with serve_log.open("wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "passos.cli", "deploy"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_for_deployments(api, ["retrain-weekly"], serve, serve_log)
+        created = cli()  # returns once the run is created
+        assert created.returncode == 0, created.stderr
+        assert (
+            "flow run" in created.stdout and f"{prefect_server['api'][: -len('/api')]}/runs/flow-run/" in created.stdout
+        )
+
+        followed = cli("--wait", "--timeout", "240")
+        assert followed.returncode == ExitCode.RUN_FAILED, (
+            followed.stdout,
+            followed.stderr,
+            serve_log.read_text()[-3000:],
+        )
+        assert ": Failed" in followed.stdout, followed.stdout
+        runs = api.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["passos-cli"]}}}).json()
+        assert len(runs) == 2 and all(r["parameters"] == {"task": "current"} for r in runs)
+    finally:
+        stop(serve)
 
 
 @pytest.mark.integration
