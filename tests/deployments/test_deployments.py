@@ -201,6 +201,15 @@ def wait_for_deployments(client: httpx.Client, names: list[str], serve: subproce
         time.sleep(0.5)
 
 
+def test_every_schedule_runs_in_the_configured_time_zone(settings: Settings) -> None:
+    assert settings.schedule_timezone == "America/Sao_Paulo"  # the NGO's zone, by default
+    for zone in (settings.schedule_timezone, "Europe/Lisbon"):
+        chosen = settings.model_copy(update={"schedule_timezone": zone})
+        schedules = [s.schedule for d in build_deployments(chosen) for s in d.schedules or []]
+        assert len(schedules) == sum(1 for spec in SPECS if spec.cron)
+        assert {s.timezone for s in schedules} == {zone}  # type: ignore[union-attr]
+
+
 def test_passos_retrain_without_a_server_says_how_to_start_one_at_once() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PASSOS_"))}
     api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
@@ -332,6 +341,7 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
         assert retrain["paused"] is False
         assert [s["active"] for s in retrain["schedules"]] == [True]
         assert retrain["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+        assert retrain["schedules"][0]["schedule"]["timezone"] == "America/Sao_Paulo"
 
         # the same deployments on a process work pool, run by a Prefect worker (docker-compose.yml)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
