@@ -122,6 +122,26 @@ class _NoExpectedTracebacks(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RunNamingFormatter(logging.Formatter):
+    """Name the Prefect run a line is about: "train_task: Finished in state Completed()", not the bare message.
+
+    Prefect's run loggers put ``task_name`` / ``flow_name`` on each record; the record itself is
+    left as it is (the API log handler sends it too).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        run = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
+        if not run:
+            return text
+        prefix = f"{record.name}: "
+        head, found, tail = text.partition(prefix)
+        return f"{head}{prefix}{run}: {tail}" if found else f"{run}: {text}"
+
+
 def setup_logging(verbosity: Verbosity) -> None:
     """Our loggers at INFO (DEBUG with --verbose, WARNING with --quiet); Prefect's set to match.
 
@@ -129,7 +149,9 @@ def setup_logging(verbosity: Verbosity) -> None:
     the HTTP clients' lines are not, and show only with --verbose.
     """
     level = {Verbosity.QUIET: logging.WARNING, Verbosity.NORMAL: logging.INFO, Verbosity.VERBOSE: logging.DEBUG}
-    logging.basicConfig(level=level[verbosity], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RunNamingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level[verbosity], handlers=[handler])
     _set_level("", level[verbosity])  # the root logger
     _state["verbosity"] = verbosity
 
@@ -322,6 +344,7 @@ def run(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", exists=True, help="Input folder (default PASSOS_DATA_DIR).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON, not the summary.")] = False,
 ) -> None:
     """The whole pipeline: ingest, train both tasks, score the latest year, drift report.
 
@@ -340,7 +363,13 @@ def run(
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from passos.settings import get_settings
+        from passos.summary import render_summary
+
+        typer.echo(render_summary(result, get_settings(), state=state.name or "Completed"))
     _exit_for_state(state)
 
 
