@@ -37,7 +37,7 @@ def test_a_misspelt_task_is_refused_at_once_without_a_traceback(tmp_path: Path) 
     code, output, seconds = passos(tmp_path / "home", "train", "--task", "curent")
     assert code == ExitCode.USAGE
     assert "Traceback" not in output and "curent" in output and "next_year" in output
-    assert seconds < 8, f"took {seconds:.1f} s: the issue's bound is 8 s"  # no Prefect server was started
+    assert seconds < 8, f"took {seconds:.1f} s: the bound is 8 s"  # no Prefect server was started
 
 
 def test_a_missing_source_folder_exits_non_zero(tmp_path: Path) -> None:
