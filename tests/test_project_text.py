@@ -20,6 +20,9 @@ HISTORY = {
     "a past rework": re.compile(r"\bmodel rework\b|\bbefore (?:this|the) (?:change|fix|rework)\b", re.IGNORECASE),
     "this run's history": re.compile(r"\bin this run\b|\bthis branch\b|\bmerged code\b|\bearlier `?main`?\b", re.I),
     "the issue as a source": re.compile(r"\bthe issue(?:'s)? (?:offered|asked|says|said|measured|bound)\b", re.I),
+    "a past version": re.compile(
+        r"\bused to be\b|\bthe old (?:rule|check|code)\b|\bbefore: \d|\bwent wrong before\b", re.I
+    ),
     "a work tree path": re.compile(r"/work/wt/|\bwt/issue-", re.IGNORECASE),
 }
 
@@ -49,6 +52,7 @@ def test_the_patterns_catch_what_they_are_for() -> None:
         "The training columns predate this session's model rework",
         "goals all missed in this run",
         "(stop 3)",
+        "it used to be a confident, false low",
         "Profile at /work/wt/issue-12b/benchmarks/profile_api.py:43",
     ):
         assert find_history(line), line
