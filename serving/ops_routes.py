@@ -22,7 +22,6 @@ from modeling.registry import Registry, RegistryError
 from passos import __version__
 
 SERVICE_NAME = "Passos Mágicos early warning"
-PLOTS = ("roc", "pr", "calibration", "importance")
 # A version id as the registry writes it (Registry.new_version) or a hand-picked one it accepts.
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
