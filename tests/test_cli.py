@@ -103,7 +103,9 @@ def test_sql_without_an_analysts_database_says_what_to_run(settings: Settings) -
     result = CliRunner().invoke(app, ["sql", "select count(*) as n from at_risk", "--format", "json"])
     assert result.exit_code == 0 and result.output.strip() == '[{"n":0}]'
     bad = CliRunner().invoke(app, ["sql", "selec 1"])
-    assert bad.exit_code == ExitCode.USAGE and len(bad.output.strip().splitlines()) == 1
+    # one error line, then DuckDB's query line and the caret under the mistake (tests/test_cli_text.py)
+    assert bad.exit_code == ExitCode.USAGE and bad.output.strip().splitlines()[0].startswith("error: ")
+    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 3
 
 
 @pytest.mark.parametrize(
