@@ -17,8 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from features.featuresets import TASKS
-from modeling.registry import Registry, RegistryError
+from modeling.registry import Registry
 from passos import __version__
 
 SERVICE_NAME = "Passos Mágicos early warning"
@@ -140,14 +139,8 @@ async def model_card_plot(
 def _card_file(request: Request, task: str, version: str, name: str) -> Path:
     """The file of a version's card, or 404; never anything outside the version's folder."""
     settings = request.app.state.services.settings
-    registry = Registry.from_settings(settings)
-    if task not in TASKS:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
-    try:
-        folder = registry.path(task, version)
-    except RegistryError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such version") from None
-    path = folder / name
+    # the path parameters are checked already: a task of TASKS, a version of the registry's pattern
+    path = Registry.from_settings(settings).path(task, version) / name
     if not path.is_file() or not path.resolve().is_relative_to(settings.models_dir.resolve()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{task} {version} has no {name}")
     return path
