@@ -44,7 +44,8 @@ def _ingest_line(rows: Sequence[Mapping[str, Any]]) -> str:
             others[str(row.get("status"))] = others.get(str(row.get("status")), 0) + 1
     rest = "; ".join(f"{n} {status}" for status, n in sorted(others.items()))
     quarantined = sum(int(r.get("rows_quarantined") or 0) for r in rows)
-    text = f"  read       {len(loaded)} sources loaded ({per_year or 'none'})"
+    plural = "" if len(loaded) == 1 else "s"
+    text = f"  read       {len(loaded)} source{plural} loaded ({per_year or 'none'})"
     if rest:
         text += f'; {rest} (see `passos sql "select * from ingest_runs"`)'
     if quarantined:

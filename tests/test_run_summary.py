@@ -80,3 +80,13 @@ def test_a_prefect_run_line_names_its_task() -> None:
     assert formatter.format(record).endswith("prefect.task_runs: gate_task: Finished in state Completed()")
     plain = logging.LogRecord("passos.cli", logging.INFO, __file__, 1, "hello", None, None)
     assert formatter.format(plain).endswith("passos.cli: hello")
+
+
+def test_a_held_candidate_and_quarantined_rows_are_said(settings: Settings) -> None:
+    result = RESULT | {
+        "ingest": [{"source": "a.csv", "year": 2024, "status": "loaded", "rows_loaded": 9, "rows_quarantined": 2}],
+        "train": [RESULT["train"][1] | {"held": True, "test_recall": None}],
+    }
+    text = render_summary(result, settings)
+    assert "1 source loaded (2024: 9 rows); 2 rows quarantined" in text
+    assert "HELD FOR REVIEW" in text and "recall n/a" in text
