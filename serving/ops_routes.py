@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi import Path as PathParam
@@ -19,12 +19,14 @@ from pydantic import BaseModel, Field
 
 from modeling.registry import Registry
 from passos import __version__
+from serving.schemas import ErrorResponse
 
 SERVICE_NAME = "Passos Mágicos early warning"
 # A version id as the registry writes it (Registry.new_version) or a hand-picked one it accepts.
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 router = APIRouter()
+BAD_PATH: dict[str, Any] = {"model": ErrorResponse, "description": "not a task, a version id or a plot name"}
 
 
 class Health(BaseModel):
@@ -116,7 +118,11 @@ VersionParam = Annotated[str, PathParam(pattern=VERSION_PATTERN, description="A 
     "/models/{task}/{version}/card.md",
     tags=["ops"],
     response_class=FileResponse,
-    responses={200: {"content": {"text/markdown": {}}}, 404: {"description": "no such version or card"}},
+    responses={
+        200: {"content": {"text/markdown": {}}},
+        404: {"description": "no such version or card"},
+        422: BAD_PATH,
+    },
 )
 async def model_card(request: Request, task: TaskParam, version: VersionParam) -> FileResponse:
     """A registered version's model card (Markdown, read-only), as the drift reports link to it."""
@@ -127,7 +133,11 @@ async def model_card(request: Request, task: TaskParam, version: VersionParam) -
     "/models/{task}/{version}/plots/{plot}.png",
     tags=["ops"],
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, 404: {"description": "no such version or plot"}},
+    responses={
+        200: {"content": {"image/png": {}}},
+        404: {"description": "no such version or plot"},
+        422: BAD_PATH,
+    },
 )
 async def model_card_plot(
     request: Request, task: TaskParam, version: VersionParam, plot: Literal["roc", "pr", "calibration", "importance"]

@@ -41,6 +41,8 @@ def test_health_and_ready_have_response_models_and_gets_list_no_422(service: Run
     for path in ("/", "/health", "/ready", "/model"):
         assert "422" not in paths[path]["get"]["responses"], path
     assert "422" in paths["/predict"]["post"]["responses"]  # a route with a body still lists it
+    card = paths["/models/{task}/{version}/card.md"]["get"]["responses"]["422"]  # as the service answers it
+    assert card["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
 
 
 def test_a_drift_report_links_to_a_card_that_is_served(service: Running) -> None:
