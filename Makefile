@@ -19,7 +19,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@echo "installing passos and its dependencies into $(VENV) (a few minutes the first time)"
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed  ## create .venv and install the project

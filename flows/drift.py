@@ -39,7 +39,7 @@ from monitoring.drift import (
 from monitoring.evidently_adapter import write_report
 from monitoring.outcomes import summarise
 from monitoring.report_index import last_fingerprints, prune, scan_entries, write_index
-from monitoring.report_page import render_page
+from monitoring.report_page import card_link, render_page
 from passos.errors import PassosError
 from passos.settings import Settings, get_settings
 from serving.prediction_retention import apply_retention
@@ -298,8 +298,8 @@ def _report(
         "model_version": version,
         "reference": f"years {frames.reference_years} (the champion's training data)",
         "current": label,
-        "card_path": str(card),
-        "card_link": f"../../../models/{name}/{version}/card.md",
+        "card_path": card.relative_to(settings.home).as_posix(),  # a served page names no path of the machine
+        "card_link": card_link(name, version),
         "check": outcome.as_dict(),
         "outcomes": outcomes,
         "fingerprint": fingerprint,

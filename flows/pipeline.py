@@ -44,7 +44,11 @@ def pipeline_flow(data_dir: str | None = None) -> Any:
         "ingest": [
             {k: r[k] for k in ("source", "year", "status", "rows_loaded", "rows_quarantined")} for r in ingested
         ],
-        "train": [{k: r[k] for k in ("task", "version", "kind", "accepted", "reasons")} for r in trained],
+        "train": [
+            {k: r.get(k) for k in ("task", "version", "kind", "accepted", "held", "reasons")}
+            | {k: r.get(k) for k in ("test_recall", "test_precision", "test_roc_auc")}
+            for r in trained
+        ],
         "score": scored,
         "call_list": call_list,
         "drift": _result(drift_state),

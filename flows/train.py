@@ -7,13 +7,13 @@ import logging
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import Failed
+from prefect.states import Completed, Failed, State
 
 from features.featuresets import TASKS, encode_frame, feature_names, feature_specs
 from flows.refresh import refresh_analytics_task
@@ -127,9 +127,28 @@ def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] |
 @task
 def gate_task(
     settings: Settings, results: dict[str, TrainingResult], champion: dict[str, Any] | None, min_recall: float
-) -> dict[str, Verdict]:
-    """The recall gate on every variant's chosen candidate."""
-    return {variant: judge(settings, result, champion, min_recall) for variant, result in results.items()}
+) -> State[dict[str, Verdict]]:
+    """The recall gate on every variant's chosen candidate; the task run's state says the verdict.
+
+    A rejection of the full variant ends this task run in a FAILED-type state named ``Rejected``
+    whose message is the reason: the Prefect UI shows this task red, with "why" on its first
+    screen, beside the red run. Otherwise the run is Completed and its message names the verdict
+    (and any variant the gate turned away). The verdicts are the state's data either way.
+    """
+    verdicts = {variant: judge(settings, result, champion, min_recall) for variant, result in results.items()}
+    return gate_state(next(iter(results.values())).task, verdicts)
+
+
+def gate_state(task_name: str, verdicts: dict[str, Verdict]) -> State[dict[str, Verdict]]:
+    """The gate task's final state: ``Rejected`` (FAILED-type) with the reasons, else Completed with the verdict."""
+    full = verdicts["full"]
+    if not full.accepted:
+        return Failed(name="Rejected", message=f"gate rejected {task_name}: {'; '.join(full.reasons)}", data=verdicts)
+    turned_away = [f"{name} ({'; '.join(v.reasons)})" for name, v in verdicts.items() if not v.accepted]
+    message = f"gate accepted {task_name}" + (f"; variants not served: {', '.join(turned_away)}" if turned_away else "")
+    if full.held:
+        message += f"; held for review: {full.held_reason}"
+    return Completed(message=message, data=verdicts)
 
 
 def _code_version() -> str:
@@ -389,7 +408,8 @@ def train_flow(task: TaskChoice = "all") -> Any:
             frame = read_features(settings, name)
             results = train_task(settings, frame, name)
             champion = champion_on_same_test(registry, frame, name)
-            verdicts = gate_task(settings, results, champion, floor)
+            gated = gate_task(settings, results, champion, floor, return_state=True)  # Rejected is a verdict
+            verdicts = cast("dict[str, Verdict]", gated.result(raise_on_failure=False))
             outcome = register_task(settings, frame, results, verdicts, champion, floor)
             logger.info(
                 "%s: %s %s (%s)",
@@ -411,9 +431,8 @@ def final_state(outcomes: list[dict[str, Any]]) -> Any:
     if rejected:
         # FAILED-type on purpose: the run worked, but nothing new is served, and ops must see it.
         reasons = "; ".join(f"{o['task']}: {', '.join(o['reasons'])}" for o in outcomes if not o["accepted"])
-        return Failed(
-            message=f"gate rejected {rejected}; champions unchanged. {reasons}", name="Rejected", data=outcomes
-        )
+        unchanged = "champion unchanged" if len(rejected) == 1 else "champions unchanged"
+        return Failed(message=f"gate rejected {reasons} ({unchanged})", name="Rejected", data=outcomes)
     held = sorted(o["task"] for o in outcomes if o.get("held"))
     if held:
         # Accepted on its own bars but judged by a weaker protocol than the champion: nothing new

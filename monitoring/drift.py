@@ -379,7 +379,7 @@ def check(
             ``no new data since training`` and nothing is compared.
         new_labels: Labelled rows newer than the champion's training exist, so a retrain could
             learn something. Without them an alarm is only ``watch`` (retraining now would refit
-            the same data: the loop of rejected retrains the old check caused).
+            the same data: a loop of rejected retrains).
         evidently: Also build Evidently's per-column report (the HTML page's detail).
 
     Returns:

@@ -113,12 +113,21 @@ def _outcomes_table(outcomes: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def card_link(task: str, version: str) -> str:
+    """The link from a report page (``reports/drift/<run>/``) to its champion's card.
+
+    Relative, so it resolves to ``$PASSOS_HOME/models/...`` from ``file://`` and to the API's
+    read-only ``/models/<task>/<version>/card.md`` over HTTP (serving/ops_routes.py).
+    """
+    return f"../../../models/{task}/{version}/card.md"
+
+
 def render_header(meta: Mapping[str, Any]) -> str:
     """The verdict block that opens a report page.
 
     Args:
         meta: The report's metadata: ``verdict``, ``reasons``, ``task``, ``model_version``,
-            ``reference``, ``current``, ``card_link`` and ``card_path`` (the champion's card),
+            ``reference``, ``current``, ``card_link`` and ``card_path`` (the champion's card, relative to ``$PASSOS_HOME``: a served page names no path of the machine),
             ``check`` (``DriftCheck.as_dict()``) and ``outcomes`` (summaries as dicts).
 
     Returns:
@@ -151,7 +160,7 @@ def render_header(meta: Mapping[str, Any]) -> str:
         card = (
             f"<p>Champion <b>{escape(str(meta.get('model_version')))}</b>: "
             f'<a href="{escape(str(meta["card_link"]))}">model card</a> '
-            f"(<code>{escape(str(meta.get('card_path', '')))}</code>, or <code>passos models show "
+            f"(<code>$PASSOS_HOME/{escape(str(meta.get('card_path', '')))}</code>, or <code>passos models show "
             f"{escape(str(meta.get('model_version')))}</code>).</p>"
         )
     detail = (

@@ -122,6 +122,26 @@ class _NoExpectedTracebacks(logging.Filter):
         return True
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RunNamingFormatter(logging.Formatter):
+    """Name the Prefect run a line is about: "train_task: Finished in state Completed()", not the bare message.
+
+    Prefect's run loggers put ``task_name`` / ``flow_name`` on each record; the record itself is
+    left as it is (the API log handler sends it too).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        run = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
+        if not run:
+            return text
+        prefix = f"{record.name}: "
+        head, found, tail = text.partition(prefix)
+        return f"{head}{prefix}{run}: {tail}" if found else f"{run}: {text}"
+
+
 def setup_logging(verbosity: Verbosity) -> None:
     """Our loggers at INFO (DEBUG with --verbose, WARNING with --quiet); Prefect's set to match.
 
@@ -129,7 +149,9 @@ def setup_logging(verbosity: Verbosity) -> None:
     the HTTP clients' lines are not, and show only with --verbose.
     """
     level = {Verbosity.QUIET: logging.WARNING, Verbosity.NORMAL: logging.INFO, Verbosity.VERBOSE: logging.DEBUG}
-    logging.basicConfig(level=level[verbosity], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RunNamingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level[verbosity], handlers=[handler])
     _set_level("", level[verbosity])  # the root logger
     _state["verbosity"] = verbosity
 
@@ -284,7 +306,7 @@ def sql(
         with connect_analyst(settings.analytics_path) as con:
             frame = con.execute(query).df()
     except duckdb.Error as error:
-        raise fail(" ".join(str(error).split()), ExitCode.USAGE) from None
+        raise fail(sql_error_text(error), ExitCode.USAGE) from None
     if output_format is OutputFormat.csv:
         from passos.safe_csv import write_csv
 
@@ -298,6 +320,16 @@ def sql(
             typer.echo(frame.head(max_rows).to_string(index=False))
         if len(frame) > max_rows:
             typer.echo(f"... {len(frame)} rows in all (showing {max_rows})")
+
+
+def sql_error_text(error: Exception) -> str:
+    """DuckDB's message on one line, then its ``LINE n:`` and caret lines as they are.
+
+    The caret is aligned under the query line it follows, so those two lines keep their spacing.
+    """
+    text, _, pointer = str(error).partition("\nLINE ")
+    message = " ".join(text.split())
+    return f"{message}\nLINE {pointer.rstrip()}" if pointer else message
 
 
 @app.command("call-list")
@@ -334,11 +366,15 @@ def run(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", exists=True, help="Input folder (default PASSOS_DATA_DIR).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON, not the summary.")] = False,
 ) -> None:
     """The whole pipeline: ingest, train both tasks, score the latest year, drift report.
 
     The gate uses PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, as every other run does.
-    Exits 10 when the gate rejected a candidate, 11 when drift recommends retraining.
+
+    Exit 10: the gate rejected a candidate. Exit 11: drift recommends retraining.
+
+    Exit 12: a candidate is held for review. The champions still serve in every case.
     """
     start_flows(
         "run: ingest, train, score, drift (a temporary Prefect server starts first unless PREFECT_API_URL is set)"
@@ -349,7 +385,13 @@ def run(
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):
         raise result
-    typer.echo(json.dumps(result, indent=2, default=str))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from passos.settings import get_settings
+        from passos.summary import render_summary
+
+        typer.echo(render_summary(result, get_settings(), state=state.name or "Completed"))
     _exit_for_state(state)
 
 
@@ -413,8 +455,11 @@ def train(
 ) -> None:
     """Train, evaluate out of time, gate and register a model per task (a Prefect flow).
 
-    The gate's recall floor is PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR. Exits 10 when the
-    gate rejected a candidate (the champion is unchanged).
+    The gate's recall floor per task: PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR.
+
+    Exit 10: the gate rejected a candidate (the champion is unchanged).
+
+    Exit 12: a candidate passed but is held for review (`passos models promote` if a person agrees).
     """
     require_warehouse()
     start_flows(
@@ -438,6 +483,44 @@ def train(
         for reason in row["reasons"]:
             typer.echo(f"  - {reason}")
     _exit_for_state(state)
+
+
+@app.command()
+def retrain(
+    task: Annotated[TaskOrAll, typer.Option(help="The task to retrain, or all.")] = TaskOrAll.all,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end and exit with its verdict.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait follows the run.")] = 3600,
+) -> None:
+    """Run the retrain-weekly deployment now on the running Prefect server (`make prefect`).
+
+    The server is PREFECT_API_URL (default http://127.0.0.1:4200/api, where `make prefect` serves).
+
+    Exit 5: no Prefect server answers there, or it serves no retrain deployment.
+
+    With --wait, the run's verdict: exit 10 (rejected), 12 (held for review), 6 (failed or crashed).
+    """
+    from deployments.trigger import RETRAIN, PrefectServerUnavailable, probe, start_run, wait_for
+    from passos.settings import get_settings
+
+    api_url = get_settings().prefect_api_url
+    try:
+        probe(api_url)
+        started = start_run(api_url, RETRAIN, {"task": task.value})
+    except PrefectServerUnavailable as error:
+        raise fail(error, ExitCode.NO_PREFECT_SERVER) from None
+    typer.echo(f"retrain {task.value}: flow run {started.name} created on {api_url}")
+    typer.echo(f"  follow it: {started.url}")
+    if not wait:
+        typer.echo("  the serve process (`make prefect`) or a worker runs it; `passos retrain --wait` follows it here")
+        return
+    finished = wait_for(api_url, started.id, timeout_s=timeout)
+    if finished is None:
+        raise fail(f"{started.name} did not end within {timeout:.0f} s; it goes on: {started.url}", ExitCode.RUN_FAILED)
+    typer.echo(f"{started.name}: {finished.name}" + (f": {finished.message}" if finished.message else ""))
+    verdicts = {"Rejected": ExitCode.GATE_REJECTED, "HeldForReview": ExitCode.HELD_FOR_REVIEW}
+    if finished.type == "COMPLETED":
+        return
+    raise typer.Exit(int(verdicts.get(finished.name, ExitCode.RUN_FAILED)))
 
 
 @app.command()

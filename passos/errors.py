@@ -47,6 +47,8 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad option value, a path that does not exist
     INPUT_FAILED = 3  # some input failed while others loaded
     WAREHOUSE_BUSY = 4  # another process holds the warehouse's write lock
+    NO_PREFECT_SERVER = 5  # `passos retrain`: no Prefect server answers, or it serves no retrain deployment
+    RUN_FAILED = 6  # `passos retrain --wait`: the flow run failed, crashed or was cancelled
     GATE_REJECTED = 10  # `passos train`: the gate rejected a candidate
     HELD_FOR_REVIEW = 12  # `passos train`: accepted, but judged by a weaker protocol than the champion
     RETRAIN_RECOMMENDED = 11  # `passos drift`: drift says "retrain recommended"

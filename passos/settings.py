@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     batch_partition_rows: int = Field(default=100_000, ge=1, description="Target rows per scoring partition.")
     batch_workers: int | None = Field(default=None, ge=1, description="Local scoring threads (default: CPU count).")
     schedule_timezone: str = Field(default="America/Sao_Paulo", description="IANA zone of the deployment schedules.")
+    prefect_api_url: str = Field(
+        default="http://127.0.0.1:4200/api",
+        validation_alias="PREFECT_API_URL",
+        description="The Prefect server `passos retrain` asks (Prefect's own variable; `make prefect` serves here).",
+    )
     serve_limit: int = Field(default=2, ge=1, description="Flow runs the serve process runs at once.")
 
     def gate_min_recall(self, task: str) -> float:

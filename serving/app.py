@@ -37,6 +37,8 @@ from modeling.scoring import answer_rows
 from passos.settings import Settings, get_settings
 from serving.docs import add_offline_docs
 from serving.model_holder import Loaded, ModelHolder
+from serving.ops_routes import Readiness
+from serving.ops_routes import router as ops_router
 from serving.prediction_log import PredictionLog, coarsened, hash_student_id
 from serving.schemas import (
     PREDICT_EXAMPLES,
@@ -461,7 +463,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Send any subset of the features; missing ones are treated as unknown and reported."
         ),
         lifespan=lifespan,
-        responses={422: {"model": ErrorResponse}},
         docs_url=None,
         redoc_url=None,
     )
@@ -470,6 +471,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     error_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorResponse, "description": "body is not decodable"},
+        422: {"model": ErrorResponse, "description": "a field is invalid or unknown"},
         401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key (when PASSOS_API_KEY is set)"},
         413: {"model": ErrorResponse, "description": "body or batch over the limit"},
         429: {"model": ErrorResponse, "description": "rate limit (PASSOS_RATE_LIMIT_PER_S) exceeded"},
@@ -496,12 +498,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             errors.append({"field": named, "rule": str(item.get("type", "invalid")), "message": message})
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
 
-    @app.get("/health", tags=["ops"])
-    async def health() -> dict[str, str]:
-        """Liveness: ok while the process lives."""
-        return {"status": "ok"}
+    app.include_router(ops_router)  # /, /health, the model cards
 
-    @app.get("/ready", tags=["ops"], responses={503: {"description": "a task has no model"}})
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a task has no model"}},
+    )
     async def ready(services: ServicesDep) -> JSONResponse:
         """Readiness: 200 only when a model is loaded for every task and every worker serves the same versions."""
         models = services.versions()

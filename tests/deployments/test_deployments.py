@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from deployments.deploy import SPECS, build_deployments
+from passos.errors import ExitCode
 from passos.settings import PROJECT_ROOT, Settings
 
 SERVER_START_TIMEOUT_S = 120
@@ -114,7 +115,7 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     flows = {f["id"]: f["name"] for f in api.post("/flows/filter", json={}).raise_for_status().json()}
     (latest,) = [r for r in runs.json() if flows[r["flow_id"]] == "train"][:1]
     assert latest["state"]["type"] == "FAILED" and latest["state"]["name"] == "Rejected"
-    assert "gate rejected ['current']" in latest["state"]["message"]
+    assert latest["state"]["message"].startswith("gate rejected current: recall "), latest["state"]
     artifacts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["train-verdicts"]}}}).json()
     assert any(a["flow_run_id"] == latest["id"] and "**rejected**" in a["data"] for a in artifacts)
     logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [latest["id"]]}}, "limit": 200}).json()
@@ -200,6 +201,77 @@ def wait_for_deployments(client: httpx.Client, names: list[str], serve: subproce
         time.sleep(0.5)
 
 
+def test_every_schedule_runs_in_the_configured_time_zone(settings: Settings) -> None:
+    assert settings.schedule_timezone == "America/Sao_Paulo"  # the NGO's zone, by default
+    for zone in (settings.schedule_timezone, "Europe/Lisbon"):
+        chosen = settings.model_copy(update={"schedule_timezone": zone})
+        schedules = [s.schedule for d in build_deployments(chosen) for s in d.schedules or []]
+        assert len(schedules) == sum(1 for spec in SPECS if spec.cron)
+        assert {s.timezone for s in schedules} == {zone}  # type: ignore[union-attr]
+
+
+def test_passos_retrain_without_a_server_says_how_to_start_one_at_once() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PASSOS_"))}
+    api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"],
+        env=env | {"PREFECT_API_URL": api},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seconds = time.monotonic() - started
+    assert done.returncode == ExitCode.NO_PREFECT_SERVER, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: no Prefect server answers at {api}") and "`make prefect`" in line, line
+    assert seconds < 15, f"{seconds:.1f} s: the probe's short timeout should answer at once"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_passos_retrain_runs_the_deployment_on_the_running_server(prefect_server: dict[str, Any]) -> None:
+    """Against a real server: no deployment yet is exit 5; with the serve process, --wait follows the run."""
+    home = prefect_server["root"] / "retrain-cli-home"  # no warehouse: the run itself fails, quickly
+    env = prefect_server["env"] | {"PASSOS_HOME": str(home)}
+    retrain = [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"]
+
+    def cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*retrain, *extra], env=env, capture_output=True, text=True, timeout=300)
+
+    api = httpx.Client(base_url=prefect_server["api"], timeout=10)
+    registered = {d["name"] for d in api.post("/deployments/filter", json={"limit": 50}).raise_for_status().json()}
+    if "retrain-weekly" not in registered:
+        missing = cli()
+        assert missing.returncode == ExitCode.NO_PREFECT_SERVER, missing.stderr
+        assert "has no deployment 'train/retrain-weekly'" in missing.stderr and "make prefect" in missing.stderr
+
+    serve_log = prefect_server["root"] / "retrain-cli-serve.log"
+    with serve_log.open("wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "passos.cli", "deploy"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_for_deployments(api, ["retrain-weekly"], serve, serve_log)
+        created = cli()  # returns once the run is created
+        assert created.returncode == 0, created.stderr
+        assert (
+            "flow run" in created.stdout and f"{prefect_server['api'][: -len('/api')]}/runs/flow-run/" in created.stdout
+        )
+
+        followed = cli("--wait", "--timeout", "240")
+        assert followed.returncode == ExitCode.RUN_FAILED, (
+            followed.stdout,
+            followed.stderr,
+            serve_log.read_text()[-3000:],
+        )
+        assert ": Failed" in followed.stdout, followed.stdout
+        runs = api.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["passos-cli"]}}}).json()
+        assert len(runs) == 2 and all(r["parameters"] == {"task": "current"} for r in runs)
+    finally:
+        stop(serve)
+
+
 @pytest.mark.integration
 @pytest.mark.data
 @pytest.mark.slow
@@ -269,6 +341,7 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
         assert retrain["paused"] is False
         assert [s["active"] for s in retrain["schedules"]] == [True]
         assert retrain["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+        assert retrain["schedules"][0]["schedule"]["timezone"] == "America/Sao_Paulo"
 
         # the same deployments on a process work pool, run by a Prefect worker (docker-compose.yml)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):

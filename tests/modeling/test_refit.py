@@ -48,7 +48,7 @@ def test_the_check_passes_a_model_that_finds_its_students(frame: pd.DataFrame, r
 
 
 def test_the_check_fails_a_model_applied_at_a_foreign_threshold(frame: pd.DataFrame, result: TrainingResult) -> None:
-    """What went wrong before: a threshold fitted for another model's scores misses the students."""
+    """A threshold fitted for another model's scores misses the students."""
     refit = refit_on_all(result.best, frame, recall_target=TARGET, seed=3)
     squeezed = dataclasses.replace(
         refit, threshold=float(np.quantile(refit.predict_proba(np.zeros((1, 21))), 0.5)) + 0.45

@@ -102,7 +102,7 @@ def test_highest_cut_is_the_edge_of_the_positives() -> None:
 
 
 def test_the_cut_sits_in_the_middle_of_the_gap_that_adds_no_false_alarm() -> None:
-    """The old rule put the cut on the lowest positive needed (a cliff); the margin moves it down the gap."""
+    """A cut on the lowest positive needed would be a cliff; the margin moves it down the gap."""
     y = np.array([1, 1, 1, 1, 0, 1, 0, 0], dtype=float)
     proba = np.array([0.95, 0.9, 0.8, 0.6, 0.2, 0.15, 0.1, 0.05])
     threshold = choose_threshold(y, proba, 0.8)  # 4 of 5 positives: edge at 0.6, next negative 0.2

@@ -16,7 +16,7 @@ def meta(**extra: Any) -> dict[str, Any]:
         "reference": "years 2022,2023",
         "current": "year 2025",
         "card_link": "../../../models/next_year/v1/card.md",
-        "card_path": "/home/models/next_year/v1/card.md",
+        "card_path": "models/next_year/v1/card.md",
         "check": {
             "signals": [
                 {"name": "model score", "kind": "score", "psi": 0.1, "threshold": 0.3, "watch_threshold": 0.2},

@@ -77,5 +77,5 @@ def test_the_fuzzed_schema_is_the_served_one(service: Running) -> None:
 def test_enough_cases_were_generated() -> None:
     # runs after the fuzzing test in file order; ~5 operations x CASES_PER_OPERATION
     if not CALLS:
-        pytest.skip("the fuzzing test did not run in this session")
+        pytest.skip("the fuzzing test did not run in this pytest run")
     assert len(CALLS) >= 1000, len(CALLS)

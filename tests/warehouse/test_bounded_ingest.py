@@ -32,7 +32,7 @@ from warehouse.sources import MAX_LINE, Limits, discover, read_csv, read_workboo
 HEADER = "RA,Fase,Idade,Gênero,IAA,IEG,IPS,IDA,IPV,IAN,Defasagem,Fase Ideal"
 ROW = "RA-{i},FASE 2,11,Feminino,8.5,7,6,5.5,7.1,5,-1,Fase 3 (7º e 8º ano)"
 MB = 1024 * 1024
-MEMORY_BOUND = 1_500_000_000  # the issue's bound on the whole ingest process
+MEMORY_BOUND = 1_500_000_000  # the bound on the whole ingest process
 
 INGEST = """
 import json, sys, time
