@@ -183,17 +183,23 @@ def _served_variants(
         verdict = verdicts[variant]
         if not verdict.accepted:
             continue
-        bundle = (
-            refit_on_all(
-                result.best,
-                frame,
-                recall_target=settings.recall_target,
-                seed=settings.seed,
-                audit_max_auc=settings.audit_max_auc,
+        try:
+            bundle = (
+                refit_on_all(
+                    result.best,
+                    frame,
+                    recall_target=settings.recall_target,
+                    seed=settings.seed,
+                    audit_max_auc=settings.audit_max_auc,
+                )
+                if refit
+                else result.best.bundle
             )
-            if refit
-            else result.best.bundle
-        )
+        except CalibrationError as error:
+            if variant == "full":
+                raise
+            logger.warning("variant %s of %s is not served: its refit %s", variant, result.task, error)
+            continue
         check = check_artifact(bundle, frame, recall_target=settings.recall_target)
         test = result.best.test_metrics
         bundle.metadata.update(
