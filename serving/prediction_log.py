@@ -170,6 +170,7 @@ class PredictionLog:
         self._rotate_seconds = rotate_seconds
         self._max_bytes = max_bytes
         self._opened_at = 0.0
+        self._path: Path | None = None
         self._check_writable(self.directory)
         # Records go to a deque the writer drains every WRITE_INTERVAL_S: an append wakes no
         # thread, so the request path never hands the GIL to the writer per record (a
@@ -360,15 +361,16 @@ class PredictionLog:
                 self._file = os.fdopen(fd, "w", encoding="utf-8")
             except FileExistsError:
                 continue
+            self._path = path
             self._file_size = 0
             logger.debug("prediction log now writes %s", path)
             return
 
     def _hold_bound(self) -> None:
-        if self._max_bytes is None or self._file is None:
+        if self._max_bytes is None or self._path is None:
             return
         try:
-            enforce_bound(self.directory, self._max_bytes, keep={Path(self._file.name)})
+            enforce_bound(self.directory, self._max_bytes, keep={self._path})
         except OSError as error:
             logger.error("prediction log cannot hold %s under its bound: %s", self.directory, error)
 
