@@ -74,8 +74,11 @@ def register_model(
 
     frame = make_feature_frame(task, years=(2022, 2023), n_per_year=200, seed=seed)
     bundle, _ = fit_candidate(kind, frame, task, recall_target=0.9, seed=seed)  # type: ignore[arg-type]
+    # The risk lives in fields the example variant does not see; a lower IPV among the students
+    # behind gives it something to rank by (a variant whose scores do not rank cannot be calibrated).
+    seen = frame.assign(ipv=frame["ipv"] + np.where(frame["target"] == 1, -2.0, 2.0))
     for name in variants:
-        sibling, _ = fit_candidate(kind, frame, task, recall_target=0.9, seed=seed, variant=name)  # type: ignore[arg-type]
+        sibling, _ = fit_candidate(kind, seen, task, recall_target=0.9, seed=seed, variant=name)  # type: ignore[arg-type]
         sibling.metadata.update(
             gate={"accepted": True, "reasons": []},
             out_of_time={"recall": 0.91, "precision": 0.6, "roc_auc": 0.8, "test_year": 2024},
