@@ -408,10 +408,10 @@ class RateLimit:
 
         ``admit=False`` takes them whatever the bucket holds (it may go below zero).
         """
-        if self.shared is not None:
+        if self.shared is not None:  # it reads its own clock, under its lock
             if admit:
-                return self.shared.take(client, now)
-            self.shared.charge(client, cost, now)
+                return self.shared.take(client)
+            self.shared.charge(client, cost)
             return True
         tokens, last = self.buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.per_second)

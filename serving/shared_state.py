@@ -57,15 +57,16 @@ class SharedBuckets:
         return con
 
     def _update(self, client: str, cost: float, *, admit: bool, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
         con = self._con()
         con.execute("begin immediate")
         try:
+            # The time is read once the lock is held: read before, a worker that waited for the
+            # lock would see a bucket written "after" its own now. Wall-clock time, because the
+            # file outlives a reboot; a clock set back only delays the refill.
+            now = time.time() if now is None else now
             row = con.execute("select tokens, last from buckets where client = ?", [client]).fetchone()
-            if row is None or row[1] > now:  # new, or written before this boot (monotonic time restarted)
-                tokens = self.burst
-            else:
-                tokens = min(self.burst, row[0] + (now - row[1]) * self.per_second)
+            refilled = self.burst if row is None else row[0] + max(0.0, now - row[1]) * self.per_second
+            tokens = min(self.burst, refilled)
             allowed = not admit or tokens >= 1.0
             if allowed:
                 tokens -= cost

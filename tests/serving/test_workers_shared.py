@@ -133,11 +133,12 @@ def test_shared_buckets_refill_go_into_debt_and_stay_bounded(tmp_path: Path) -> 
     assert buckets.take("a", now=107.0)  # -1 + 2 = 1: taken
     other = SharedBuckets(tmp_path / "rl.sqlite", per_second=1.0, burst=3, max_clients=10)  # another worker
     assert not other.take("a", now=107.0)
+    assert not buckets.take("a", now=1.0)  # a clock set back: no refill (and no free reset)
     for i in range(30):
         other.take(f"ip:{i}", now=200.0 + i)
     with other._connect() as con:
         assert con.execute("select count(*) from buckets").fetchone()[0] == 10
-    assert buckets.take("a", now=1.0)  # a time before the stored one (a reboot): the bucket starts full
+    assert buckets.take("new")  # its own clock, read under the lock
 
 
 def test_a_worker_status_that_cannot_be_written_is_warned_once(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_the_snapshot_itself_is_read_only(home: Settings) -> None:
 
 
 def test_attach_of_the_warehouse_is_refused_and_refresh_is_never_blocked(home: Settings) -> None:
-    """Before: `ATTACH 'warehouse.duckdb'` plus a long query made `passos refresh` fail (exit 4)."""
+    """`ATTACH 'warehouse.duckdb'` plus a long query would hold the lock `passos refresh` needs (exit 4)."""
     attacker = subprocess.Popen(
         [
             str(PASSOS),

@@ -162,7 +162,7 @@ def empty_row_bomb(path: Path, rows: int) -> Path:
 
 
 def test_a_workbook_of_empty_rows_is_refused_fast_by_name(tmp_path: Path) -> None:
-    """Before, each `<row><c r="XFD1"/></row>` cost 16,384 cells of work and counted for none."""
+    """Each `<row><c r="XFD1"/></row>` is 16,384 cells of work for openpyxl: they must count."""
     bomb = empty_row_bomb(tmp_path / "empty-rows.xlsx", 30_000)
     assert bomb.stat().st_size < 250_000
     started = time.perf_counter()
@@ -295,7 +295,7 @@ def test_a_symlinked_source_never_puts_its_target_in_notes_or_logs(
 
 @pytest.mark.integration
 def test_two_big_csvs_share_one_cell_budget_and_memory_stays_that_of_one(tmp_path: Path) -> None:
-    """Each CSV is within the cell limit; together they are not. Before, both were held at once."""
+    """Each CSV is within the cell limit; together they are not, and both would be held at once."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
@@ -309,5 +309,5 @@ def test_two_big_csvs_share_one_cell_budget_and_memory_stays_that_of_one(tmp_pat
     assert both["results"]["pede_2030.csv"]["loaded"] == 40_000
     refused = both["results"]["pede_2031.csv"]
     assert refused["status"] == "failed" and "this ingest's budget of 500,000" in refused["note"]
-    # Holding both cost about 80 MB more than one (399 vs 318 MB here); now the same as one.
+    # Holding both costs about 80 MB more than one (399 vs 318 MB here); refused, the same as one.
     assert peak_two < peak_one + 30 * MB, f"two sources peaked at {peak_two / MB:.0f} MB, one at {peak_one / MB:.0f} MB"
