@@ -249,6 +249,7 @@ class ModelBundle:
     # and its SHAP tables (built when a reason is first asked for, or on loading from disk).
     _folded: Any = field(default=None, init=False, repr=False, compare=False)
     _tables: Any = field(default=None, init=False, repr=False, compare=False)
+    _reference: tuple[tuple[float, ...], np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -264,13 +265,14 @@ class ModelBundle:
             self._folded = self.members[0] if len(self.members) == 1 else fold_boosters(self.members)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_folded", "_tables")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_folded", "_tables", "_reference")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A bundle read from disk is about to serve: fold it and build its tables now, not on the
         # first request.
         self.__dict__.update(state)
         self._folded = None
+        self._reference = None
         self._fold()
         self.shap_tables()
 
@@ -420,7 +422,9 @@ class ModelBundle:
         """The share of the reference year's students (0-100) scored at or below each score."""
         if not self.reference:
             return np.full(np.shape(scores), np.nan)
-        reference = np.asarray(self.reference)
+        if self._reference is None or self._reference[0] is not self.reference:
+            self._reference = (self.reference, np.asarray(self.reference, dtype=np.float64))
+        reference = self._reference[1]
         return 100.0 * np.searchsorted(reference, np.asarray(scores, dtype=np.float64), side="right") / reference.size
 
     @property
@@ -438,6 +442,8 @@ class ModelBundle:
         return None
 
     def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:
+        if matrix.shape[0] == 1:
+            return [self._row_reasons(matrix[0].tolist(), contrib[0].tolist(), top)]
         # Sorting and gathering for all rows at once; Python only builds the small dicts. A
         # feature that was not given is never a reason, whatever its missing branch pushed.
         contrib = np.where(np.isnan(matrix), -np.inf, contrib)
@@ -452,6 +458,19 @@ class ModelBundle:
                 if c > 0.0 and x == x
             ]
             for columns, row_values, row_pushes in zip(order.tolist(), values, pushes, strict=True)
+        ]
+
+    def _row_reasons(self, values: list[float], pushes: list[float], top: int) -> list[dict[str, Any]]:
+        # One row (the API's case): plain Python on 20-odd floats beats numpy's per-call cost. The
+        # order is the batch path's (stable, largest push first, unknown values last).
+        order = sorted(range(len(pushes)), key=lambda j: -pushes[j] if values[j] == values[j] else float("inf"))[
+            : max(top, 0)
+        ]
+        names = self.feature_names
+        return [
+            {"feature": names[j], "value": self._value(j, values[j]), "contribution": pushes[j]}
+            for j in order
+            if pushes[j] > 0.0 and values[j] == values[j]
         ]
 
     def _value(self, column: int, value: float) -> float | str | None:

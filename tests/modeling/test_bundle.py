@@ -212,3 +212,21 @@ def test_one_row_is_fast(bundles: dict[str, ModelBundle], X: np.ndarray, kind: s
     median_ms = float(np.median(timings)) * 1e3
     logger.info("%s: one-row predict_proba + reasons median %.3f ms", kind, median_ms)
     assert median_ms < 5.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_row_gets_the_reasons_it_gets_in_a_batch(bundles: dict[str, ModelBundle], X: np.ndarray, kind: str) -> None:
+    bundle = bundles[kind]
+    rows = X[:40].copy()
+    rows[::3, ::2] = np.nan
+    together = bundle.reasons(rows, top=5)
+    assert any(together)
+    assert [bundle.reasons(rows[i : i + 1], top=5)[0] for i in range(len(rows))] == together
+    assert bundle.reasons(rows[:1], top=0) == [[]]
+
+
+def test_percentiles_follow_a_new_reference(bundles: dict[str, ModelBundle]) -> None:
+    bundle = dataclasses.replace(bundles["logistic"], reference=(0.1, 0.2, 0.3, 0.4))
+    np.testing.assert_allclose(bundle.percentile(np.array([0.25, 0.4])), [50.0, 100.0])
+    bundle.reference = (0.5, 0.6)
+    np.testing.assert_allclose(bundle.percentile(np.array([0.25, 0.6])), [0.0, 100.0])
