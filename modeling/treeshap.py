@@ -150,6 +150,7 @@ class PathTables:
     node_threshold: np.ndarray
     node_missing_left: np.ndarray
     node_zero_left: np.ndarray
+    zero_matters: bool
     categorical_nodes: np.ndarray
     categorical_left: np.ndarray
     # path entries, grouped by leaf
@@ -269,6 +270,12 @@ class PathTables:
             # go the default way. NaN: missing values go the default way, zeros are compared.
             node_missing_left=np.where(missing_type == _MISSING_NONE, zero_left, default_left),
             node_zero_left=np.where(missing_type == _MISSING_ZERO, default_left, zero_left),
+            # Whether treating |x| <= 1e-35 as zero can change a decision: only where zeros go the
+            # default way or a threshold lies in that band (else ``x <= threshold`` already agrees).
+            zero_matters=bool(
+                np.any(missing_type == _MISSING_ZERO)
+                or np.any((np.abs(threshold) < _ZERO) & ~(decision & 1).astype(bool))
+            ),
             categorical_nodes=categorical_nodes,
             categorical_left=categorical_left,
             entry_node=np.asarray(entry_node, dtype=np.int64),
@@ -287,13 +294,12 @@ class PathTables:
 
     def goes_left(self, X: np.ndarray) -> np.ndarray:
         """Each row's decision at every split node (rows x nodes), as LightGBM decides it."""
-        values = X[:, self.node_feature]
+        values = np.take(X, self.node_feature, axis=1)
         with np.errstate(invalid="ignore"):
-            left = np.where(
-                np.isnan(values),
-                self.node_missing_left,
-                np.where(np.abs(values) <= _ZERO, self.node_zero_left, values <= self.node_threshold),
-            )
+            compared = values <= self.node_threshold
+            if self.zero_matters:
+                compared = np.where(np.abs(values) <= _ZERO, self.node_zero_left, compared)
+            left = np.where(np.isnan(values), self.node_missing_left, compared)
         if self.categorical_nodes.size:
             codes = values[:, self.categorical_nodes]
             with np.errstate(invalid="ignore"):
@@ -322,9 +328,9 @@ class PathTables:
         if self.leaf_width.size == 0:
             return out
         left = self.goes_left(X)
-        failed = np.where(left[:, self.entry_node], self.entry_fail_left, self.entry_fail_right)
+        failed = np.where(np.take(left, self.entry_node, axis=1), self.entry_fail_left, self.entry_fail_right)
         masks = self.leaf_full & ~np.bitwise_or.reduceat(failed, self.leaf_entry_start, axis=1)
         rows = self.leaf_start + masks * self.leaf_width  # (n, leaves)
-        pushes = self.table[rows[:, self.slot_leaf] + self.slot_offset]  # (n, slots), sorted by feature
+        pushes = self.table.take(np.take(rows, self.slot_leaf, axis=1) + self.slot_offset)  # (n, slots), by feature
         out[:, self.features_used] = np.add.reduceat(pushes, self.feature_start, axis=1)
         return out
