@@ -196,3 +196,32 @@ def test_the_pickle_holds_the_members_only(ensembles: dict[str, ModelBundle]) ->
     # A bundle derived from another folds its own members, not the other's.
     single = dataclasses.replace(bundle, members=bundle.members[:1])
     assert single.folded is bundle.members[0] and single._tables is None
+
+
+def test_one_row_touches_no_pandas() -> None:
+    """The API's calls (score with reasons, score alone, percentile) run numpy and LightGBM only."""
+    import sys
+
+    from features.featuresets import encode_frame as encode
+    from tests.factories import make_feature_frame
+
+    frame = make_feature_frame("current", years=(2022, 2023), n_per_year=150, seed=2)
+    bundle = fit_candidate("lightgbm", frame, "current", recall_target=0.9, seed=2)[0]
+    bundle.reference = (0.2, 0.5, 0.8)
+    row = encode(frame.head(1), "current")
+    bundle.explain(row)  # tables built before watching
+    called: set[str] = set()
+
+    def watch(frame: object, event: str, arg: object) -> None:
+        module = getattr(frame, "f_globals", {}).get("__name__", "")
+        if event == "call" and module.split(".")[0] == "pandas":
+            called.add(module)
+
+    sys.setprofile(watch)
+    try:
+        scores, _ = bundle.explain(row)
+        bundle.predict_proba(row)
+        bundle.percentile(scores)
+    finally:
+        sys.setprofile(None)
+    assert called == set()
