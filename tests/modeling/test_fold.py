@@ -225,3 +225,18 @@ def test_one_row_touches_no_pandas() -> None:
     finally:
         sys.setprofile(None)
     assert called == set()
+
+
+def test_paths_too_wide_for_tables_fall_back_to_pred_contrib(monkeypatch: pytest.MonkeyPatch) -> None:
+    from features.featuresets import encode_frame as encode
+    from modeling import treeshap
+    from tests.factories import make_feature_frame
+
+    frame = make_feature_frame("current", years=(2022, 2023), n_per_year=150, seed=4)
+    bundle = fit_candidate("lightgbm", frame, "current", recall_target=0.9, seed=4)[0]
+    X = encode(frame, "current")
+    expected = bundle.contributions(X)
+    monkeypatch.setattr(treeshap, "MAX_PATH_FEATURES", 1)
+    narrow = dataclasses.replace(bundle)
+    assert narrow.shap_tables() is None
+    np.testing.assert_allclose(narrow.contributions(X), expected, rtol=0, atol=1e-9)
