@@ -94,6 +94,7 @@ def main() -> None:
         help="Also time `batch-score --reasons` on this many rows, and SHAP alone (LightGBM's pred_contrib, the tables) on them.",
     )
     parser.add_argument("--skip-scores", action="store_true", help="Skip the run without reasons.")
+    parser.add_argument("--skip-tables", action="store_true", help="Skip timing the SHAP tables alone.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -169,7 +170,12 @@ def score_all(
             "reasons", reasons_source, work / "out-reasons", args.task, reasons=True, partition_rows=args.partition_rows
         )
         runs["shap_alone_same_rows"] = shap_alone(
-            settings, args.task, version, reasons_source, int(settings.batch_workers or info["cpus"])
+            settings,
+            args.task,
+            version,
+            reasons_source,
+            int(settings.batch_workers or info["cpus"]),
+            not args.skip_tables,
         )
         runs["reasons_vs_lightgbm_pred_contrib"] = round(
             runs["local_threads_with_reasons"]["rows_per_s"]
@@ -193,7 +199,7 @@ def score_all(
     return payload
 
 
-def shap_alone(settings: Any, task: str, version: str, source: Path, cores: int) -> dict[str, Any]:
+def shap_alone(settings: Any, task: str, version: str, source: Path, cores: int, tables: bool = True) -> dict[str, Any]:
     """SHAP alone on the same rows and cores: LightGBM's ``pred_contrib`` and the bundle's tables.
 
     Both over the trees the service scores with (the champion's members folded into one
@@ -215,22 +221,22 @@ def shap_alone(settings: Any, task: str, version: str, source: Path, cores: int)
     started = time.perf_counter()
     expected = model.folded.predict(matrix, pred_contrib=True, num_threads=cores)
     lightgbm_s = time.perf_counter() - started
-    tables = model.shap_tables()
-    slices = np.array_split(np.arange(len(matrix)), cores)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(cores) as pool:
-        parts = list(pool.map(lambda rows: tables.contributions(matrix[rows]), slices))
-    tables_s = time.perf_counter() - started
-    largest_difference = float(np.abs(np.vstack(parts) - expected).max())
-    out = {
+    out: dict[str, Any] = {
         "rows": len(matrix),
         "cores": cores,
         "trees": model.folded.num_trees(),
         "lightgbm_pred_contrib": {"seconds": round(lightgbm_s, 2), "rows_per_s": round(len(matrix) / lightgbm_s)},
-        "tables": {"seconds": round(tables_s, 2), "rows_per_s": round(len(matrix) / tables_s)},
-        "tables_vs_pred_contrib": round(lightgbm_s / tables_s, 3),
-        "largest_difference": largest_difference,
     }
+    if tables:
+        shap = model.shap_tables()
+        slices = np.array_split(np.arange(len(matrix)), cores)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            parts = list(pool.map(lambda rows: shap.contributions(matrix[rows]), slices))
+        tables_s = time.perf_counter() - started
+        out["tables"] = {"seconds": round(tables_s, 2), "rows_per_s": round(len(matrix) / tables_s)}
+        out["tables_vs_pred_contrib"] = round(lightgbm_s / tables_s, 3)
+        out["largest_difference"] = float(np.abs(np.vstack(parts) - expected).max())
     print(f"[shap alone] {out}", flush=True)
     return out
 
