@@ -240,3 +240,15 @@ def test_paths_too_wide_for_tables_fall_back_to_pred_contrib(monkeypatch: pytest
     narrow = dataclasses.replace(bundle)
     assert narrow.shap_tables() is None
     np.testing.assert_allclose(narrow.contributions(X), expected, rtol=0, atol=1e-9)
+
+
+def test_trees_without_splits_are_the_base_value() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.random((200, 3))
+    stumps = lgb.train(
+        {"objective": "binary", "verbose": -1, "min_data_in_leaf": 500},
+        lgb.Dataset(X, (X[:, 0] > 0.3).astype(int)),
+        3,
+    )
+    tables = PathTables.from_booster(stumps)
+    np.testing.assert_allclose(tables.contributions(X), stumps.predict(X, pred_contrib=True), rtol=0, atol=1e-12)
