@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
 import resource
 import shutil
 import sys
@@ -86,7 +87,14 @@ def main() -> None:
     parser.add_argument("--task", default="current")
     parser.add_argument("--partition-rows", type=int, default=100_000)
     parser.add_argument("--dask", action="store_true", help="Also run on a 2-process Dask LocalCluster.")
-    parser.add_argument("--reasons-rows", type=int, default=0, help="Also time reasons on this many rows.")
+    parser.add_argument(
+        "--reasons-rows",
+        type=int,
+        default=0,
+        help="Also time `batch-score --reasons` on this many rows, and SHAP alone (LightGBM's pred_contrib, the tables) on them.",
+    )
+    parser.add_argument("--skip-scores", action="store_true", help="Skip the run without reasons.")
+    parser.add_argument("--skip-tables", action="store_true", help="Skip timing the SHAP tables alone.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -97,7 +105,7 @@ def main() -> None:
     version = Registry.from_settings(settings).champion(args.task)
     if version is None:
         sys.exit(f"no champion for {args.task!r} in {settings.models_dir}: run `passos ingest && passos train` first")
-    info = machine()
+    info = machine() | {"load_average_before": os.getloadavg()}
     print(f"machine: {info.get('cpu')} ({info['cpus']} cores), python {info['python']}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="passos-bench-batch-"))
@@ -145,21 +153,34 @@ def score_all(
     print("warm-up ...", flush=True)
     batch_score_flow(task=args.task, source=str(warm), out=str(work / "warm-out"), partition_rows=1_000)
     rss_before = peak_rss_mib()
-    runs: dict[str, Any] = {
-        "local_threads": timed_run(
+    runs: dict[str, Any] = {}
+    if not args.skip_scores:
+        runs["local_threads"] = timed_run(
             f"threads x{settings.batch_workers or info['cpus']}",
             source,
             work / "out-local",
             args.task,
             partition_rows=args.partition_rows,
         )
-    }
     if args.reasons_rows:
         reasons_source = work / "reasons.parquet"
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             pool.apply(build_input, (args.task, args.reasons_rows, str(reasons_source), 5_000, 1))
         runs["local_threads_with_reasons"] = timed_run(
-            "reasons", reasons_source, work / "out-reasons", args.task, reasons=True, partition_rows=5_000
+            "reasons", reasons_source, work / "out-reasons", args.task, reasons=True, partition_rows=args.partition_rows
+        )
+        runs["shap_alone_same_rows"] = shap_alone(
+            settings,
+            args.task,
+            version,
+            reasons_source,
+            int(settings.batch_workers or info["cpus"]),
+            not args.skip_tables,
+        )
+        runs["reasons_vs_lightgbm_pred_contrib"] = round(
+            runs["local_threads_with_reasons"]["rows_per_s"]
+            / runs["shap_alone_same_rows"]["lightgbm_pred_contrib"]["rows_per_s"],
+            3,
         )
     if args.dask:
         runs["dask_local_cluster"] = run_on_dask(source, work, args)
@@ -173,8 +194,51 @@ def score_all(
         "runs": runs,
         "target_rows_per_s": 70_000,
         "machine": info,
+        "load_average_after": os.getloadavg(),
     }
     return payload
+
+
+def shap_alone(settings: Any, task: str, version: str, source: Path, cores: int, tables: bool = True) -> dict[str, Any]:
+    """SHAP alone on the same rows and cores: LightGBM's ``pred_contrib`` and the bundle's tables.
+
+    Both over the trees the service scores with (the champion's members folded into one
+    booster), on the encoded matrix already in memory: no reading, routing, reasons or writing.
+    LightGBM uses ``cores`` OpenMP threads; the tables run on ``cores`` Python threads, a slice
+    of rows each (numpy releases the GIL in its loops).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from features.featuresets import encode_frame
+    from modeling.registry import Registry
+
+    model, _ = Registry.from_settings(settings).load_checked(task, version)
+    matrix = encode_frame(pq.read_table(source).to_pandas(), task)
+    print(f"[shap alone] {len(matrix):,} rows on {cores} cores ...", flush=True)
+    started = time.perf_counter()
+    expected = model.folded.predict(matrix, pred_contrib=True, num_threads=cores)
+    lightgbm_s = time.perf_counter() - started
+    out: dict[str, Any] = {
+        "rows": len(matrix),
+        "cores": cores,
+        "trees": model.folded.num_trees(),
+        "lightgbm_pred_contrib": {"seconds": round(lightgbm_s, 2), "rows_per_s": round(len(matrix) / lightgbm_s)},
+    }
+    if tables:
+        shap = model.shap_tables()
+        slices = np.array_split(np.arange(len(matrix)), cores)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            parts = list(pool.map(lambda rows: shap.contributions(matrix[rows]), slices))
+        tables_s = time.perf_counter() - started
+        out["tables"] = {"seconds": round(tables_s, 2), "rows_per_s": round(len(matrix) / tables_s)}
+        out["tables_vs_pred_contrib"] = round(lightgbm_s / tables_s, 3)
+        out["largest_difference"] = float(np.abs(np.vstack(parts) - expected).max())
+    print(f"[shap alone] {out}", flush=True)
+    return out
 
 
 def run_on_dask(source: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 
+from modeling.treeshap import PathTables, UnsupportedTreeError
 from passos.errors import ModelInvalidError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,54 @@ Kind = Literal["lightgbm", "logistic", "rule"]
 KINDS: tuple[Kind, ...] = ("lightgbm", "logistic", "rule")
 BUNDLE_FORMAT = 2
 DEFAULT_CHUNK_ROWS = 100_000
+
+
+def fold_boosters(members: list[Any]) -> Any:
+    """One LightGBM booster whose trees are all the members' trees, leaf values divided by their number.
+
+    Its raw score is the members' mean raw score, and its exact tree SHAP (``pred_contrib``) is
+    the mean of theirs (SHAP is linear in the leaf values, and the cover counts that weight it
+    are unchanged), each up to float rounding: one call over the folded trees replaces one call
+    per member. The members must share their header (features, objective, one tree per round).
+
+    Raises:
+        ValueError: the members do not share a header, or a tree is linear (``leaf_coeff``).
+    """
+    import lightgbm as lgb
+
+    count = len(members)
+    header: str | None = None
+    trailer = ""
+    first: list[str] = []
+    trees: list[str] = []
+    for member in members:
+        text = member.model_to_string()
+        head, _, rest = text.partition("\nTree=")
+        body, _, tail = ("Tree=" + rest).partition("end of trees")
+        # Tree sizes change with the leaf values; the value ranges seen in training are informative
+        # only and differ per fold (the first member's are kept).
+        own = [line for line in head.splitlines() if not line.startswith("tree_sizes=")]
+        shared = [line for line in own if not line.startswith("feature_infos=")]
+        if header is None:
+            header, trailer, first = "\n".join(own), tail, shared
+        elif shared != first:
+            raise ValueError("cannot fold LightGBM members with different headers (features, objective)")
+        for block in body.split("Tree=")[1:]:
+            trees.append(_scaled_tree(block, count))
+    numbered = "".join(f"Tree={i}{block[block.index(chr(10)) :]}" for i, block in enumerate(trees))
+    return lgb.Booster(model_str=f"{header}\n\n{numbered}end of trees{trailer}")
+
+
+def _scaled_tree(block: str, count: int) -> str:
+    """One tree of a model string with its leaf (and internal) values divided by ``count``."""
+    lines = block.split("\n")
+    for i, line in enumerate(lines):
+        key, _, values = line.partition("=")
+        if key in ("leaf_value", "internal_value"):
+            lines[i] = f"{key}=" + " ".join(repr(float(v) / count) for v in values.split())
+        elif key == "is_linear" and values.strip() != "0":
+            raise ValueError("cannot fold linear LightGBM trees")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -157,7 +206,8 @@ class ModelBundle:
 
     The scorer is an ensemble: the ``members`` are the cross-fitted models whose out-of-fold
     scores set the calibrator and the threshold, so what is served is exactly what was
-    validated (``docs/modeling.md``). Its raw score is the members' mean raw score.
+    validated (``docs/modeling.md``). Its raw score is the members' mean raw score; LightGBM
+    members are served folded into one booster (:func:`fold_boosters`), so a row costs one call.
 
     A bundle may be a *variant* trained for a smaller set of fields (``used``): the other
     columns are masked to missing before scoring, as they were in training. ``required`` are
@@ -195,6 +245,11 @@ class ModelBundle:
     required: tuple[str, ...] = ()
     reference: tuple[float, ...] = ()
     variants: list[ModelBundle] = field(default_factory=list)
+    # Derived from ``members``, so never pickled: the members folded into one booster (LightGBM)
+    # and its SHAP tables (built when a reason is first asked for, or on loading from disk).
+    _folded: Any = field(default=None, init=False, repr=False, compare=False)
+    _tables: Any = field(default=None, init=False, repr=False, compare=False)
+    _reference: tuple[tuple[float, ...], np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -202,6 +257,46 @@ class ModelBundle:
         unknown = sorted(set(self.used) - set(self.feature_names))
         if unknown:
             raise ValueError(f"variant {self.variant!r} uses unknown features {unknown}")
+        self._fold()
+
+    def _fold(self) -> None:
+        self._tables = None
+        if self.kind == "lightgbm":
+            self._folded = self.members[0] if len(self.members) == 1 else fold_boosters(self.members)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_folded", "_tables", "_reference")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A bundle read from disk is about to serve: fold it and build its tables now, not on the
+        # first request.
+        self.__dict__.update(state)
+        self._folded = None
+        self._reference = None
+        self._fold()
+        self.shap_tables()
+
+    def shap_tables(self) -> PathTables | None:
+        """The folded booster's exact SHAP tables (:mod:`modeling.treeshap`); ``None`` for other kinds.
+
+        Also ``None`` when the trees are outside what the tables represent: ``pred_contrib`` then
+        gives the same values, only slower.
+        """
+        if self._folded is not None and self._tables is None:
+            try:
+                self._tables = PathTables.from_booster(self._folded)
+            except UnsupportedTreeError as exc:
+                logger.info("model bundle %s/%s: SHAP by pred_contrib (%s)", self.task, self.variant, exc)
+                self._tables = False
+        return self._tables or None
+
+    @property
+    def folded(self) -> Any:
+        """The scorer that serves: the members folded into one LightGBM booster (``None`` for other kinds).
+
+        Its raw score and ``pred_contrib`` are the ensemble's (:func:`fold_boosters`).
+        """
+        return self._folded
 
     @property
     def estimator(self) -> Any:
@@ -239,6 +334,8 @@ class ModelBundle:
     def raw_score(self, X: np.ndarray, *, num_threads: int = 1) -> np.ndarray:
         """The members' mean uncalibrated score (see the module docstring for its unit), shape (n,)."""
         matrix = self._matrix(X)
+        if self._folded is not None:
+            return self._member_raw(self._folded, matrix, num_threads)
         total = self._member_raw(self.members[0], matrix, num_threads)
         for member in self.members[1:]:
             total = total + self._member_raw(member, matrix, num_threads)
@@ -279,6 +376,11 @@ class ModelBundle:
         return out
 
     def _contributions_full(self, matrix: np.ndarray) -> np.ndarray:
+        tables = self.shap_tables()
+        if tables is not None:
+            return tables.contributions(matrix)
+        if self._folded is not None:
+            return self._member_contributions(self._folded, matrix)
         total = self._member_contributions(self.members[0], matrix)
         for member in self.members[1:]:
             total = total + self._member_contributions(member, matrix)
@@ -288,7 +390,9 @@ class ModelBundle:
         """Per-feature pushes on the raw score, shape (n, n_features); positive raises the risk.
 
         The members' mean (SHAP values are linear in the model, so the mean of the members'
-        exact tree SHAP is the exact SHAP of the ensemble). LightGBM: ``pred_contrib``;
+        exact tree SHAP is the exact SHAP of the ensemble). LightGBM: the exact tree SHAP of the
+        folded booster (:attr:`folded`), by :mod:`modeling.treeshap`'s tables (equal to its
+        ``pred_contrib``);
         logistic: ``coef * standardised value``; rule: the deciding feature gets the score.
         """
         return self._contributions_full(self._matrix(X))[:, :-1]
@@ -318,7 +422,9 @@ class ModelBundle:
         """The share of the reference year's students (0-100) scored at or below each score."""
         if not self.reference:
             return np.full(np.shape(scores), np.nan)
-        reference = np.asarray(self.reference)
+        if self._reference is None or self._reference[0] is not self.reference:
+            self._reference = (self.reference, np.asarray(self.reference, dtype=np.float64))
+        reference = self._reference[1]
         return 100.0 * np.searchsorted(reference, np.asarray(scores, dtype=np.float64), side="right") / reference.size
 
     @property
@@ -336,6 +442,8 @@ class ModelBundle:
         return None
 
     def _reasons(self, matrix: np.ndarray, contrib: np.ndarray, top: int) -> list[list[dict[str, Any]]]:
+        if matrix.shape[0] == 1:
+            return [self._row_reasons(matrix[0].tolist(), contrib[0].tolist(), top)]
         # Sorting and gathering for all rows at once; Python only builds the small dicts. A
         # feature that was not given is never a reason, whatever its missing branch pushed.
         contrib = np.where(np.isnan(matrix), -np.inf, contrib)
@@ -350,6 +458,19 @@ class ModelBundle:
                 if c > 0.0 and x == x
             ]
             for columns, row_values, row_pushes in zip(order.tolist(), values, pushes, strict=True)
+        ]
+
+    def _row_reasons(self, values: list[float], pushes: list[float], top: int) -> list[dict[str, Any]]:
+        # One row (the API's case): plain Python on 20-odd floats beats numpy's per-call cost. The
+        # order is the batch path's (stable, largest push first, unknown values last).
+        order = sorted(range(len(pushes)), key=lambda j: -pushes[j] if values[j] == values[j] else float("inf"))[
+            : max(top, 0)
+        ]
+        names = self.feature_names
+        return [
+            {"feature": names[j], "value": self._value(j, values[j]), "contribution": pushes[j]}
+            for j in order
+            if pushes[j] > 0.0 and values[j] == values[j]
         ]
 
     def _value(self, column: int, value: float) -> float | str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -82,12 +83,11 @@ def test_lightgbm_reasons_are_exact_shap(bundles: dict[str, ModelBundle], X: np.
     assert len(bundle.members) > 1
     contrib = np.mean([m.predict(X[:20], pred_contrib=True) for m in bundle.members], axis=0)
     np.testing.assert_allclose(contrib.sum(axis=1), bundle.raw_score(X[:20]), atol=1e-9)
-    np.testing.assert_allclose(bundle.contributions(X[:20]), contrib[:, :-1])
+    np.testing.assert_allclose(bundle.contributions(X[:20]), contrib[:, :-1], rtol=0, atol=1e-9)
     top = bundle.reasons(X[:1], top=len(bundle.feature_names))[0]
     known = ~np.isnan(X[0])
-    assert [r["contribution"] for r in top] == sorted(
-        c for c, k in zip(contrib[0, :-1], known, strict=True) if c > 0 and k
-    )[::-1]
+    expected = sorted(c for c, k in zip(contrib[0, :-1], known, strict=True) if c > 0 and k)[::-1]
+    np.testing.assert_allclose([r["contribution"] for r in top], expected, rtol=0, atol=1e-9)
 
 
 def test_a_feature_that_was_not_sent_is_never_a_reason(bundles: dict[str, ModelBundle], X: np.ndarray) -> None:
@@ -178,12 +178,12 @@ def test_calibrators_are_monotone_and_bounded() -> None:
 def test_version_checks(bundles: dict[str, ModelBundle], tmp_path: Path) -> None:
     bundle = bundles["lightgbm"]
     assert bundle.check_versions() == []
-    minor = ModelBundle(**{**bundle.__dict__, "versions": {**bundle.versions, "scikit-learn": "0.0.1"}})
+    minor = dataclasses.replace(bundle, versions={**bundle.versions, "scikit-learn": "0.0.1"})
     assert minor.check_versions() == [f"scikit-learn 0.0.1 at training, {bundle.versions['scikit-learn']} now"]
-    major = ModelBundle(**{**bundle.__dict__, "versions": {**bundle.versions, "lightgbm": "1.0.0"}})
+    major = dataclasses.replace(bundle, versions={**bundle.versions, "lightgbm": "1.0.0"})
     with pytest.raises(ModelInvalidError, match=r"lightgbm 1\.0\.0"):
         major.check_versions()
-    other_format = ModelBundle(**{**bundle.__dict__, "versions": {**bundle.versions, "format": "0"}})
+    other_format = dataclasses.replace(bundle, versions={**bundle.versions, "format": "0"})
     with pytest.raises(ModelInvalidError, match="format"):
         other_format.save(tmp_path / "old.joblib")
         ModelBundle.load(tmp_path / "old.joblib")
@@ -212,3 +212,21 @@ def test_one_row_is_fast(bundles: dict[str, ModelBundle], X: np.ndarray, kind: s
     median_ms = float(np.median(timings)) * 1e3
     logger.info("%s: one-row predict_proba + reasons median %.3f ms", kind, median_ms)
     assert median_ms < 5.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_row_gets_the_reasons_it_gets_in_a_batch(bundles: dict[str, ModelBundle], X: np.ndarray, kind: str) -> None:
+    bundle = bundles[kind]
+    rows = X[:40].copy()
+    rows[::3, ::2] = np.nan
+    together = bundle.reasons(rows, top=5)
+    assert any(together)
+    assert [bundle.reasons(rows[i : i + 1], top=5)[0] for i in range(len(rows))] == together
+    assert bundle.reasons(rows[:1], top=0) == [[]]
+
+
+def test_percentiles_follow_a_new_reference(bundles: dict[str, ModelBundle]) -> None:
+    bundle = dataclasses.replace(bundles["logistic"], reference=(0.1, 0.2, 0.3, 0.4))
+    np.testing.assert_allclose(bundle.percentile(np.array([0.25, 0.4])), [50.0, 100.0])
+    bundle.reference = (0.5, 0.6)
+    np.testing.assert_allclose(bundle.percentile(np.array([0.25, 0.6])), [0.0, 100.0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -74,12 +75,12 @@ def test_the_served_members_are_the_models_that_were_validated(frame: pd.DataFra
     years = rows["year"].to_numpy()
     for member, year in zip(bundle.members, sorted(set(years)), strict=True):
         held = years == year
-        single = type(bundle)(**{**bundle.__dict__, "members": [member]})
+        single = dataclasses.replace(bundle, members=[member])
         np.testing.assert_allclose(single.predict_proba(X[held]), oof[held])
     y = rows["target"].to_numpy()
     assert evaluate(y, oof, bundle.threshold)["recall"] >= bundle.metadata["operating_recall"]
     # The ensemble scores the mean of its members' raw scores.
-    raw = np.mean([type(bundle)(**{**bundle.__dict__, "members": [m]}).raw_score(X) for m in bundle.members], axis=0)
+    raw = np.mean([dataclasses.replace(bundle, members=[m]).raw_score(X) for m in bundle.members], axis=0)
     np.testing.assert_allclose(bundle.raw_score(X), raw)
 
 
