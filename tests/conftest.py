@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from passos.settings import PROJECT_ROOT, Settings, get_settings
+from tests.support.prefect import discard_stale_events_workers, stale_events_workers
 
 REAL_DATA = Path(os.environ.get("PASSOS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
@@ -56,3 +57,18 @@ def real_data() -> Path:
     if not (REAL_DATA / "pede_2022.csv").exists():
         pytest.skip(f"real data not found in {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail the test whose teardown left a Prefect events worker sending to a server that has stopped.
+
+    Every later event of the process would retry against the dead address, seconds each, and the
+    suite would not end after its last test (``tests.support.prefect.prefect_api`` is the way to
+    call a test server in-process).
+    """
+    yield
+    stale = stale_events_workers()
+    if stale:
+        discard_stale_events_workers()  # reported below; the tests after this one start clean
+        raise AssertionError(f"{item.nodeid} left a Prefect events worker sending to a stopped server: {stale}")
