@@ -45,7 +45,7 @@ test: install  ## lint and type-check, then the whole suite with the coverage ga
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest --cov --cov-report=term -q
+	$(BIN)/pytest --cov --cov-report=term -q --durations=15
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
