@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -14,28 +13,15 @@ from features.featuresets import encode_frame
 from modeling.registry import Registry
 from passos.cli import app
 from passos.settings import Settings, get_settings
+from tests.support.homes import TrainedHome
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]
 
 
 @pytest.fixture(scope="module")
-def pipeline(prefect_harness: None, real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Run `passos run`'s flow once on the real files, with the original design's recall floor (0.75)."""
-    from flows.pipeline import pipeline_flow
-
-    home = tmp_path_factory.mktemp("pipeline")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("PASSOS_HOME", str(home))
-    patch.setenv("PASSOS_GATE_MIN_RECALL_CURRENT", "0.75")
-    patch.setenv("PASSOS_GATE_MIN_RECALL_NEXT_YEAR", "0.75")
-    get_settings.cache_clear()
-    try:
-        state = pipeline_flow(data_dir=str(real_data), return_state=True)
-        result = state.result(raise_on_failure=False)
-        yield {"result": result, "state": state, "settings": get_settings()}
-    finally:
-        patch.undo()
-        get_settings.cache_clear()
+def pipeline(trained_home: TrainedHome) -> dict:
+    """`passos run`'s flow on the real files (the session's trained home, the original design's recall floor 0.75)."""
+    return {"result": trained_home.result, "state": trained_home.state, "settings": trained_home.settings}
 
 
 def query(settings: Settings, sql: str) -> list[tuple]:
@@ -137,7 +123,7 @@ def test_the_example_payload_is_never_a_false_all_clear(pipeline: dict) -> None:
     """The 2024 students, sent with the original example's six fields only, over real HTTP."""
     import httpx
 
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     settings: Settings = pipeline["settings"]
     fields = ("inde", "iaa", "ips", "ipp", "ipv", "fase")
@@ -317,7 +303,7 @@ def test_a_new_year_with_one_indicator_shifted_is_retrain_recommended_naming_it(
 
 
 def test_the_api_serves_the_reports(pipeline: dict) -> None:
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     settings: Settings = pipeline["settings"]
     server, thread, url = start_server(settings)

@@ -35,6 +35,7 @@ class ServedProcess:
     port: int
     home: Path
     process: subprocess.Popen[str]
+    output: str | None = None  # set by the first ``stop()``
 
     @property
     def url(self) -> str:
@@ -42,6 +43,8 @@ class ServedProcess:
 
     def stop(self, *, timeout: float = 30) -> str:
         """SIGTERM (as an orchestrator stops it), kill after ``timeout``; its captured output ('' if none)."""
+        if self.output is not None:
+            return self.output
         if self.process.poll() is None:
             self.process.terminate()
         try:
@@ -49,7 +52,8 @@ class ServedProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             out, _ = self.process.communicate()
-        return out or ""
+        self.output = out or ""
+        return self.output
 
 
 def start_serve(
