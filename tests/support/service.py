@@ -27,7 +27,7 @@ class Running:
     server: uvicorn.Server
 
     def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(**({"base_url": self.url, "timeout": 10} | kwargs))  # type: ignore[arg-type]
 
 
 def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
