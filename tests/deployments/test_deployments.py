@@ -14,7 +14,7 @@ import pytest
 
 from deployments.deploy import SPECS, build_deployments
 from passos.settings import PROJECT_ROOT, Settings
-from tests.support.prefect import prefect_api
+from tests.support.prefect import events_worker_urls, prefect_api
 from tests.support.prefect import prefect_server as start_prefect_server
 from tests.support.processes import stop
 
@@ -140,6 +140,28 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     }
     with start_prefect_server(root, env=env) as server:
         yield {"api": server.api, "env": server.env, "root": root, "home": root / "home"}
+
+
+@pytest.mark.integration
+def test_events_sent_in_process_reach_their_server_and_leave_no_worker_behind(prefect_server: dict[str, Any]) -> None:
+    """Prefect's events worker binds to the API URL of its first event; ``prefect_api`` flushes and releases it."""
+    from prefect.events import emit_event
+
+    with prefect_api(prefect_server["api"]):
+        emit_event(event="passos.test.ping", resource={"prefect.resource.id": "passos.test"})
+        assert events_worker_urls() == [prefect_server["api"]]
+    assert events_worker_urls() == []  # drained: the next event binds to whatever API is current then
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30  # the server stores events asynchronously
+    while not found and time.monotonic() < deadline:
+        page = httpx.post(
+            f"{prefect_server['api']}/events/filter",
+            json={"filter": {"event": {"name": ["passos.test.ping"]}}},
+            timeout=10,
+        )
+        found = page.raise_for_status().json()["events"]
+        time.sleep(0.5)
+    assert found, "the event sent in-process did not reach its server"
 
 
 def wait_for_deployments(client: httpx.Client, names: list[str], serve: subprocess.Popen[bytes], log: Path) -> None:
