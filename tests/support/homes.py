@@ -71,5 +71,5 @@ def build_trained_home(home: Path, data_dir: Path) -> TrainedHome:
 
     with home_settings(home, TRAINED_ENV) as settings:
         state = pipeline_flow(data_dir=str(data_dir), return_state=True)
-        result = state.result(raise_on_failure=False)
+        result = state.result(raise_on_failure=False)  # type: ignore[attr-defined]  # a State, run synchronously
     return TrainedHome(settings, state, result)

@@ -39,7 +39,7 @@ def events_worker_urls() -> list[str]:
     from prefect.events.worker import EventsWorker
 
     urls = []
-    for worker in list(EventsWorker._instances.values()):
+    for worker in list(EventsWorker._instances.values()):  # type: ignore[misc]  # the process-wide registry
         if getattr(worker, "_stopped", True):
             continue
         url = getattr(getattr(worker, "_client", None), "_api_url", None) or dict(worker.client_options).get("api_url")
@@ -58,7 +58,7 @@ def discard_stale_events_workers() -> None:
     from prefect.events.worker import EventsWorker
 
     stale = set(stale_events_workers())
-    for worker in list(EventsWorker._instances.values()):
+    for worker in list(EventsWorker._instances.values()):  # type: ignore[misc]  # the process-wide registry
         if getattr(getattr(worker, "_client", None), "_api_url", None) in stale:
             with worker._queue.mutex:
                 worker._queue.queue.clear()
