@@ -14,6 +14,7 @@ import pytest
 
 from deployments.deploy import SPECS, build_deployments
 from passos.settings import PROJECT_ROOT, Settings
+from tests.support.net import wait_until
 from tests.support.prefect import events_worker_urls, prefect_api
 from tests.support.prefect import prefect_server as start_prefect_server
 from tests.support.processes import stop
@@ -149,6 +150,7 @@ def test_events_sent_in_process_reach_their_server_and_leave_no_worker_behind(pr
 
     with prefect_api(prefect_server["api"]):
         emit_event(event="passos.test.ping", resource={"prefect.resource.id": "passos.test"})
+        wait_until(lambda: events_worker_urls() != [], timeout=30, what="the events worker's client")
         assert events_worker_urls() == [prefect_server["api"]]
     assert events_worker_urls() == []  # drained: the next event binds to whatever API is current then
     found: list[dict[str, Any]] = []
