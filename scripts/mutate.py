@@ -312,10 +312,10 @@ def main() -> int:
             verdict = "killed  " if code == 1 else ("SURVIVED" if code == 0 else f"error {code}")
             print(f"{verdict}  {mutant.name}  ({mutant.path}, {seconds:.0f} s)", flush=True)
             if code != 1:
-                survivors.append(mutant.name)
+                survivors.append(mutant.name if code == 0 else f"{mutant.name} (tests ended with exit {code})")
     print(f"\n{len(mutants) - len(survivors)} of {len(mutants)} mutants killed")
     for name in survivors:
-        print(f"  survived: {name}")
+        print(f"  not killed: {name}")
     return 1 if survivors else 0
 
 
