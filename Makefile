@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # Prefect's temporary server may take more than its default 20 s to start on a busy machine.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: install run pipeline serve test lint format bench clean id-salt
+.PHONY: install run pipeline serve test mutate lint format bench clean id-salt
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,11 @@ test: install  ## lint and type-check, then the whole suite with the coverage ga
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest --cov --cov-report=term -q
+	$(BIN)/pytest --cov --cov-report=term -q --durations=15
+
+# Not part of `make test` or CI: every mutant runs its tests again (SLOW=1 adds the real-champion tests).
+mutate: install  ## one-line breaks of the gate, routing, calibration and threshold code, each against its tests
+	$(BIN)/python scripts/mutate.py $(if $(SLOW),--slow)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from passos.settings import PROJECT_ROOT, Settings, get_settings
+from tests.support.homes import TrainedHome, build_trained_home
+from tests.support.prefect import discard_stale_events_workers, stale_events_workers
 
 REAL_DATA = Path(os.environ.get("PASSOS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
@@ -57,3 +59,27 @@ def real_data() -> Path:
     if not (REAL_DATA / "pede_2022.csv").exists():
         pytest.skip(f"real data not found in {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_home(prefect_harness: None, real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+    """``passos run``'s pipeline on the real files, once per session: real champions for behavioural tests.
+
+    Tests read it; a test that changes a home works on ``trained_home.copy_to(tmp_path / "home")``.
+    """
+    return build_trained_home(tmp_path_factory.mktemp("trained-home"), real_data)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail the test whose teardown left a Prefect events worker sending to a server that has stopped.
+
+    Every later event of the process would retry against the dead address, seconds each, and the
+    suite would not end after its last test (``tests.support.prefect.prefect_api`` is the way to
+    call a test server in-process).
+    """
+    yield
+    stale = stale_events_workers()
+    if stale:
+        discard_stale_events_workers()  # reported below; the tests after this one start clean
+        raise AssertionError(f"{item.nodeid} left a Prefect events worker sending to a stopped server: {stale}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,8 +16,11 @@ import pytest
 from deployments.deploy import SPECS, build_deployments
 from passos.errors import ExitCode
 from passos.settings import PROJECT_ROOT, Settings
+from tests.support.net import free_port, wait_until
+from tests.support.prefect import events_worker_urls, prefect_api
+from tests.support.prefect import prefect_server as start_prefect_server
+from tests.support.processes import stop
 
-SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 120
 
 
@@ -72,7 +73,6 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     from threading import Thread
 
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.deploy import create_alarm_automation
 
@@ -89,7 +89,7 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
 
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     Thread(target=hook.serve_forever, daemon=True).start()
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+    with prefect_api(prefect_server["api"]):
         CustomWebhookNotificationBlock(
             name="ops",
             url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
@@ -131,63 +131,41 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
     assert "ended in Rejected" in received[0]["text"] and "gate rejected" in received[0]["text"], received
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-    """Signal a process we started, then kill it if it does not exit in time; its exit code."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            return process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A real ``prefect server start`` on a free loopback port with its own SQLite home."""
     root = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PASSOS_"))} | {
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
+    env = {
         "PASSOS_HOME": str(root / "home"),
         "PASSOS_GATE_MIN_PRECISION": "0.3",
         "PASSOS_GATE_MIN_RECALL_CURRENT": "0.5",  # the serve process's runs: one floor per task
         "PASSOS_GATE_MIN_RECALL_NEXT_YEAR": "0.5",
-        "LANGFUSE_TRACING_ENABLED": "false",
     }
-    log = (root / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Prefect server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield {"api": api, "env": env, "root": root, "home": root / "home"}
-    finally:
-        stop(server)
-        log.close()
+    with start_prefect_server(root, env=env) as server:
+        yield {"api": server.api, "env": server.env, "root": root, "home": root / "home"}
+
+
+@pytest.mark.integration
+def test_events_sent_in_process_reach_their_server_and_leave_no_worker_behind(prefect_server: dict[str, Any]) -> None:
+    """Prefect's events worker binds to the API URL of its first event; ``prefect_api`` flushes and releases it."""
+    from prefect.events import emit_event
+
+    with prefect_api(prefect_server["api"]):
+        emit_event(event="passos.test.ping", resource={"prefect.resource.id": "passos.test"})
+        wait_until(lambda: events_worker_urls() != [], timeout=30, what="the events worker's client")
+        assert events_worker_urls() == [prefect_server["api"]]
+    assert events_worker_urls() == []  # drained: the next event binds to whatever API is current then
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30  # the server stores events asynchronously
+    while not found and time.monotonic() < deadline:
+        page = httpx.post(
+            f"{prefect_server['api']}/events/filter",
+            json={"filter": {"event": {"name": ["passos.test.ping"]}}},
+            timeout=10,
+        )
+        found = page.raise_for_status().json()["events"]
+        time.sleep(0.5)
+    assert found, "the event sent in-process did not reach its server"
 
 
 def wait_for_deployments(client: httpx.Client, names: list[str], serve: subprocess.Popen[bytes], log: Path) -> None:
@@ -280,7 +258,6 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
 ) -> None:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from typer.testing import CliRunner
 
     from modeling.registry import Registry
@@ -303,7 +280,7 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
         wait_for_deployments(api, ["ingest", "retrain-weekly", "batch-score-nightly"], serve, serve_log)
 
         def run(name: str, **parameters: Any) -> FlowRun:
-            with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+            with prefect_api(prefect_server["api"]):
                 flow_run = run_deployment(
                     name, parameters=parameters, timeout=RUN_TIMEOUT_S, poll_interval=1, as_subflow=False
                 )
@@ -344,7 +321,7 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
         assert retrain["schedules"][0]["schedule"]["timezone"] == "America/Sao_Paulo"
 
         # the same deployments on a process work pool, run by a Prefect worker (docker-compose.yml)
-        with temporary_settings(updates={PREFECT_API_URL: prefect_server["api"]}):
+        with prefect_api(prefect_server["api"]):
             registered = CliRunner().invoke(app, ["deploy", "--work-pool", "passos-process"])
         assert registered.exit_code == 0, registered.output
         assert api.get("/work_pools/passos-process").raise_for_status().json()["type"] == "process"

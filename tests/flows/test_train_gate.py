@@ -81,3 +81,17 @@ def test_a_failed_artifact_check_blocks_promotion(
     assert outcome["accepted"] is False and registry.champion("current") is None
     assert any(problem in reason for reason in outcome["reasons"])
     assert registry.metadata("current", outcome["version"])["gate"]["accepted"] is False
+
+
+def test_the_flow_applies_the_roc_auc_floor_of_the_settings(settings: Settings) -> None:
+    """PASSOS_GATE_MIN_ROC_AUC reaches every variant's verdict as the train flow gates it."""
+    frame = make_feature_frame("current", n_per_year=200, seed=5)
+    results = train_task.fn(settings, frame, "current")
+    strict = settings.model_copy(update={"gate_min_roc_auc": 0.999})  # a ranking no candidate reaches
+    verdicts = gate_task.fn(strict, results, None, 0.0)
+    assert set(verdicts) == set(results)
+    for variant, verdict in verdicts.items():
+        assert verdict.checks["min_roc_auc"]["limit"] == 0.999, variant
+        assert not verdict.accepted and any(reason.startswith("roc_auc") for reason in verdict.reasons), variant
+    relaxed = gate_task.fn(settings.model_copy(update={"gate_min_roc_auc": 0.0}), results, None, 0.0)
+    assert all(verdict.checks["min_roc_auc"]["passed"] for verdict in relaxed.values())

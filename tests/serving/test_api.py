@@ -8,7 +8,7 @@ import time
 import pytest
 
 from serving.prediction_log import read_records
-from tests.serving.conftest import Running
+from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
@@ -144,7 +144,7 @@ def test_api_key_protects_predictions_but_not_health(model_home, tmp_path) -> No
     import shutil
 
     from passos.settings import Settings
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
@@ -195,7 +195,7 @@ def test_rate_limit_per_client(model_home, tmp_path) -> None:  # type: ignore[no
     import httpx
 
     from passos.settings import Settings
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     home = tmp_path / "home"
     shutil.copytree(model_home, home)

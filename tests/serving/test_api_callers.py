@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 
 from serving.schemas import did_you_mean
-from tests.serving.conftest import Running
+from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}

@@ -6,36 +6,25 @@ process from outside: its resident memory (psutil) and what its sockets answer, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.serving.conftest import free_port
+from tests.support.processes import ServedProcess, start_serve
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
 MB = 1024 * 1024
 
 
-@dataclass
-class Served:
-    port: int
-    process: subprocess.Popen[str]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
+class Served(ServedProcess):
     def rss(self) -> int:
         return int(psutil.Process(self.process.pid).memory_info().rss)
 
@@ -44,24 +33,10 @@ class Served:
 
 
 def serve(home: Path, **env: str) -> Served:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "a-salt-for-the-tests"} | env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    started = start_serve(
+        home, env={"PASSOS_ID_SALT": "a-salt-for-the-tests", **env}, output=subprocess.DEVNULL, timeout=60
     )
-    served = Served(port, process)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{served.url}/ready", timeout=1).status_code == 200:
-                return served
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("passos serve did not become ready")
+    return Served(started.port, started.home, started.process)
 
 
 @pytest.fixture

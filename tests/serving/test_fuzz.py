@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from passos.settings import Settings
 from serving.app import create_app
-from tests.serving.conftest import Running, start_server
+from tests.support.service import Running, start_server
 
 pytestmark = pytest.mark.integration
 CASES_PER_OPERATION = 250

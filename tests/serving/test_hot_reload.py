@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,51 +13,20 @@ import pytest
 
 from modeling.registry import Registry
 from tests.factories import register_model
-from tests.serving.conftest import Running, free_port
+from tests.support.net import wait_until as wait_for
+from tests.support.processes import serving
+from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
-
-
-def wait_for(predicate, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
 def served_process(model_home: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
-    port = free_port()
-    env = os.environ | {"PASSOS_HOME": str(home), "PASSOS_RELOAD_INTERVAL_S": "0.2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ready(url), timeout=60)
-        yield url, Registry(home / "models")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with serving(home, env={"PASSOS_RELOAD_INTERVAL_S": "0.2"}, timeout=60) as served:
+        yield served.url, Registry(home / "models")
 
 
 def test_promotion_and_rollback_under_load_fail_no_request(served_process) -> None:  # type: ignore[no-untyped-def]
@@ -119,7 +85,7 @@ def test_a_corrupt_champion_is_refused_and_the_old_model_keeps_serving(service: 
 
 def test_not_ready_without_champions(tmp_path: Path) -> None:
     from passos.settings import Settings
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     server, thread, url = start_server(Settings(home=tmp_path / "empty"))
     try:

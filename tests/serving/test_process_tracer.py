@@ -7,7 +7,7 @@ import time
 import pytest
 
 from serving.tracing import ProcessTracer
-from tests.serving.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from passos.errors import IdSaltError
 from passos.settings import Settings
 from serving.app import RateLimit, public_problem
 from serving.server import startup_warnings, uvicorn_options
-from tests.serving.conftest import Running, start_server
+from tests.support.service import Running, start_server
 
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from passos.settings import Settings
 from serving.prediction_log import hash_student_id
 from serving.tracing import Tracer
-from tests.serving.otlp_receiver import OtlpReceiver
+from tests.support.net import free_port
+from tests.support.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +71,7 @@ def record_one(tracer: Tracer, i: int = 0, **overrides: Any) -> None:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_a_prediction_arrives_as_one_trace_with_inputs_output_and_metadata(tmp_path: Path) -> None:

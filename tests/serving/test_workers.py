@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,8 @@ import pytest
 
 from modeling.registry import Registry
 from serving.prediction_log import FILE_PATTERN, read_records
-from tests.serving.conftest import free_port
-from tests.serving.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.processes import serving
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
@@ -33,59 +33,23 @@ class Served:
     registry: Registry
     receiver: OtlpReceiver
     process: subprocess.Popen[str]
-
-    def stop(self) -> str:
-        """SIGTERM, as an orchestrator stops it; every worker drains its log and tracer. Returns the output."""
-        self.process.terminate()
-        try:
-            out, _ = self.process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        return out
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+    stop: Callable[[], str]  # SIGTERM, as an orchestrator stops it; every worker drains its log and tracer
 
 
 @pytest.fixture
 def served(model_home: Path, tmp_path: Path) -> Iterator[Served]:
     home = tmp_path / "home"
     shutil.copytree(model_home, home)
-    port = free_port()
     with OtlpReceiver("ok") as receiver:
-        env = os.environ | {
-            "PASSOS_HOME": str(home),
+        env = {
             "PASSOS_RELOAD_INTERVAL_S": "0.2",
             "LANGFUSE_PUBLIC_KEY": "pk-lf-workers",
             "LANGFUSE_SECRET_KEY": "sk-lf-workers",
             "LANGFUSE_BASE_URL": receiver.base_url,
             "LANGFUSE_TRACING_ENABLED": "true",
         }
-        command = ["-m", "passos.cli", "serve", "--port", str(port), "--workers", str(WORKERS)]
-        process = subprocess.Popen(
-            [sys.executable, *command, "--log-level", "warning"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        served = Served(url, home, Registry(home / "models"), receiver, process)
-        try:
-            deadline = time.monotonic() + 90
-            while not _ready(url):
-                assert process.poll() is None, process.communicate()[0]
-                assert time.monotonic() < deadline, "the workers did not become ready"
-                time.sleep(0.1)
-            yield served
-        finally:
-            if process.poll() is None:
-                served.stop()
+        with serving(home, env=env, args=("--workers", str(WORKERS))) as started:
+            yield Served(started.url, home, Registry(home / "models"), receiver, started.process, started.stop)
 
 
 def _predict_fresh_connection(url: str) -> tuple[str, str, float]:
