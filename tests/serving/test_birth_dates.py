@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from tests.serving.conftest import Running
+from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
 

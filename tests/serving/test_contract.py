@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from features.featuresets import DERIVED
 from features.harmonise import label_spellings
 from serving.schemas import EXAMPLE, FULL_EXAMPLE, FULL_EXAMPLE_NEXT_YEAR, PredictRequest
-from tests.serving.conftest import Running
+from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from urllib.parse import urljoin
 
 from monitoring.report_page import card_link, render_page
 from passos import __version__
-from tests.serving.conftest import Running
+from tests.support.service import Running
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 

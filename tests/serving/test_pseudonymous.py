@@ -11,8 +11,8 @@ import pytest
 
 from passos.settings import Settings
 from serving.prediction_log import PredictionLog, coarsened, log_files, read_records
-from tests.serving.conftest import start_server
-from tests.serving.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.service import start_server
 
 pytestmark = pytest.mark.integration
 STUDENT = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "fase": 3, "idade": 13, "year": 2024, "data_nasc": "2011-06-17"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from serving.shared_state import SharedBuckets, WorkerStatus
-from tests.serving.conftest import free_port
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.integration
 EXAMPLE = {"inde": 7.5, "iaa": 8.0, "ips": 6.5, "ipp": 7.0, "ipv": 7.2, "fase": 3}
