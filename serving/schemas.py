@@ -497,6 +497,8 @@ def did_you_mean(name: str) -> str | None:
     known = _known_fields()
     raw = _PEDE_YEAR_SUFFIX.sub("", name.strip())
     canonical = column_map().exact.get(raw) or raw.lower()
+    if canonical == name and canonical in known:
+        return None  # an accepted name in the wrong place (``task`` inside a batch's student): no better spelling
     if canonical in known:
         return canonical
     close = difflib.get_close_matches(canonical, known, n=1, cutoff=0.6)
