@@ -141,3 +141,12 @@ def test_an_unknown_field_gets_a_did_you_mean(service: Running) -> None:
 )
 def test_did_you_mean(name: str, hint: str | None) -> None:
     assert did_you_mean(name) == hint
+
+
+def test_did_you_mean_is_cheap_for_a_batch_of_repeated_or_long_unknown_fields() -> None:
+    """A batch of 1,000 students with 20 unknown fields each asks it 20,000 times on the event loop."""
+    did_you_mean.cache_clear()
+    for _ in range(1000):
+        assert did_you_mean("fse_typo_of_a_field") is None
+    assert did_you_mean.cache_info().misses == 1
+    assert did_you_mean("Gênero") == "genero" and did_you_mean("f" * 10_000) is None
