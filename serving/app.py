@@ -41,6 +41,7 @@ from serving.ops_routes import Readiness
 from serving.ops_routes import router as ops_router
 from serving.prediction_log import PredictionLog, coarsened, hash_student_id
 from serving.schemas import (
+    MAX_REPORTED_ERRORS,
     PREDICT_EXAMPLES,
     BatchPrediction,
     BatchRequest,
@@ -481,7 +482,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         errors = []
-        for item in error.errors():
+        found = error.errors()
+        for item in found[:MAX_REPORTED_ERRORS]:
             location = [str(p) for p in item.get("loc", ()) if p != "body"]
             if item.get("type") == "json_invalid":
                 location = []  # the location is a character offset, not a field
@@ -496,6 +498,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 hint = did_you_mean(location[-1])
                 message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
             errors.append({"field": named, "rule": str(item.get("type", "invalid")), "message": message})
+        if len(found) > MAX_REPORTED_ERRORS:
+            more = len(found) - MAX_REPORTED_ERRORS
+            errors.append({"field": "body", "rule": "too_many_errors", "message": f"{more} more errors not listed"})
         return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
 
     app.include_router(ops_router)  # /, /health, the model cards

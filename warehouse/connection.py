@@ -75,12 +75,17 @@ def connect(
         con.close()
 
 
+ANALYST_MEMORY_LIMIT = "4GB"  # per `passos sql` query; DuckDB's default is 80 % of the machine's RAM
 ANALYST_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "access_mode": "read_only",
     "enable_external_access": False,  # no read_text, COPY ... TO, ATTACH, EXPORT, INSTALL or LOAD
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
+    # A query larger than memory fails instead of spilling into `<analytics.duckdb>.tmp`, which
+    # would otherwise grow to 90 % of the free disk that holds the warehouse, models and logs.
+    "max_temp_directory_size": "0B",
+    "memory_limit": ANALYST_MEMORY_LIMIT,
     "lock_configuration": True,  # last: no SET / RESET / PRAGMA can undo the lines above
 }
 

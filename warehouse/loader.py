@@ -61,6 +61,8 @@ def validate_header(table: YearTable) -> None:
             table.origin, f"not a PEDE table: missing column(s) {names} in a header of {len(table.header)}"
         )
     have = [c for c in cmap.indicators if c in mapped.sources]
+    if absent := [c for c in cmap.indicators if c not in have]:
+        log.warning("%s: indicator column(s) %s not in this file: left empty", table.origin, brief(absent))
     if len(have) < cmap.min_indicators:
         raise SourceError(
             table.origin,

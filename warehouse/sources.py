@@ -280,6 +280,7 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
             header, body, cells = _read_sheet(book[sheet_name], origin, replace(limits, spent_cells=spent))
             spent += cells
             if not header:
+                log.warning("%s: sheet is empty: skipped", origin)
                 continue
             digest = _sha256("\n".join("\x1f".join(r) for r in [header, *body]).encode())
             tables.append(
@@ -298,7 +299,7 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
     finally:
         book.close()
     if not tables:
-        raise SourceError(path.name, "workbook has no PEDEYYYY sheet")
+        raise SourceError(path.name, "workbook has no PEDEYYYY sheet with a header row")
     return tables
 
 

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from serving.schemas import did_you_mean
+from serving.schemas import MAX_REPORTED_ERRORS, did_you_mean
 from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,41 @@ def test_an_unknown_field_gets_a_did_you_mean(service: Running) -> None:
 
 @pytest.mark.parametrize(
     ("name", "hint"),
-    [("fse", "fase"), ("idad", "idade"), ("INDE 2024", "inde"), ("IAA", "iaa"), ("Matem", "mat"), ("nota", None)],
+    [
+        ("fse", "fase"),
+        ("idad", "idade"),
+        ("INDE 2024", "inde"),
+        ("IAA", "iaa"),
+        ("Matem", "mat"),
+        ("nota", None),
+        ("Task", "task"),
+        ("task", None),  # sent per student in a batch: "did you mean 'task'?" would name the field itself
+    ],
 )
 def test_did_you_mean(name: str, hint: str | None) -> None:
     assert did_you_mean(name) == hint
+
+
+def test_did_you_mean_is_cheap_for_a_batch_of_repeated_or_long_unknown_fields() -> None:
+    """A batch of 1,000 students with 20 unknown fields each asks it 20,000 times on the event loop."""
+    did_you_mean.cache_clear()
+    for _ in range(1000):
+        assert did_you_mean("fse_typo_of_a_field") is None
+    assert did_you_mean.cache_info().misses == 1
+    assert did_you_mean("Gênero") == "genero" and did_you_mean("f" * 10_000) is None
+
+
+def test_a_422_lists_a_bounded_number_of_errors_then_how_many_more(service: Running) -> None:
+    """20,000 errors formatted one by one on the event loop stalled /health for seconds."""
+    students = [{f"f{s}_{i}": 1 for i in range(10)} for s in range(50)]
+    with service.client() as client:
+        response = client.post("/predict/batch", json={"students": students})
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert len(errors) == MAX_REPORTED_ERRORS + 1
+    assert errors[0] == {"field": "students.0.f0_0", "rule": "extra_forbidden", "message": "unknown field 'f0_0'"}
+    assert errors[-1] == {
+        "field": "body",
+        "rule": "too_many_errors",
+        "message": f"{500 - MAX_REPORTED_ERRORS} more errors not listed",
+    }

@@ -204,3 +204,18 @@ def test_the_settings_are_those_documented(home: Settings) -> None:
         "access_mode": "read_only",
         "autoload_known_extensions": "false",
     }
+
+
+def test_a_query_cannot_fill_the_disk_or_raise_its_memory_cap(home: Settings) -> None:
+    """Spilling would write `<analytics.duckdb>.tmp` beside the warehouse, up to 90 % of the free disk."""
+    with connect_analyst(home.analytics_path) as con:
+        caps = con.execute(
+            "select current_setting('max_temp_directory_size'), current_setting('memory_limit')"
+        ).fetchall()
+        for query in ("set max_temp_directory_size = '100GB'", "set memory_limit = '100GB'", "reset memory_limit"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                con.execute(query)
+    assert caps == [("0 bytes", "3.7 GiB")]
+    code, output = run_sql("select current_setting('max_temp_directory_size') as cap")
+    assert code == 0 and output == "cap\n0 bytes\n", output
+    assert not Path(f"{home.analytics_path}.tmp").exists()

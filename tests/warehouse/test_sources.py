@@ -101,3 +101,23 @@ def test_workbook_without_pede_sheets_is_an_error(tmp_path: Path) -> None:
     path = make_workbook(tmp_path / "book.xlsx", {"Plan1": [["a"]]})
     with pytest.raises(SourceError, match="no PEDEYYYY sheet"):
         read_workbook(path)
+
+
+def test_an_empty_pede_sheet_is_named_and_the_others_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    header = GOOD_HEADER.split(",")
+    row: list[object] = ["RA-1", "ALFA", 8, "Menina", 8.5, 7, 6, 5.5, 7.1, 5, -1, "ALFA (1° e 2° ano)"]
+    path = make_workbook(tmp_path / "book.xlsx", {"PEDE2030": [header, row], "PEDE2031": []})
+    with caplog.at_level("WARNING", logger="warehouse.sources"):
+        tables = read_workbook(path)
+    assert [t.origin for t in tables] == ["book.xlsx[PEDE2030]"]
+    assert "book.xlsx[PEDE2031]: sheet is empty: skipped" in caplog.text
+
+
+def test_an_indicator_column_missing_from_a_file_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    header, values = GOOD_HEADER.split(","), GOOD_ROW.split(",")
+    keep = [i for i, name in enumerate(header) if name != "IDA"]
+    text = ",".join(header[i] for i in keep) + "\n" + ",".join(values[i] for i in keep) + "\n"
+    with caplog.at_level("WARNING", logger="warehouse.loader"):
+        harmonised = harmonise_table(read_csv(write(tmp_path / "pede_2030.csv", text)))
+    assert harmonised.rows[0]["ida"] is None
+    assert "pede_2030.csv: indicator column(s) ['ipp', 'ida'] not in this file: left empty" in caplog.text
