@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import load, load_wrk, machine, percentiles, save
 from serving.schemas import FULL_EXAMPLE
-from tests.serving.otlp_receiver import OtlpReceiver
+from tests.support.otlp_receiver import OtlpReceiver
 
 # A student the `full` variant scores (with reasons): the six-field example payload is answered
 # "unknown" by the current champions, which would measure a path that never reaches the model.

@@ -57,12 +57,12 @@ def required_features(frame: pd.DataFrame, used: Sequence[str]) -> tuple[str, ..
     return tuple(out)
 
 
-# The README's table of the fields each task's variants read and need, between these markers.
+# The table in docs/api.md of the fields each task's variants read and need, between these markers.
 TABLE_START, TABLE_END = "<!-- fields-by-variant -->", "<!-- /fields-by-variant -->"
 
 
 def readme_fields_table(must_send: Mapping[str, Mapping[str, Sequence[str]]]) -> str:
-    """The README's table of request fields per task and variant, markers included.
+    """The table of request fields per task and variant in docs/api.md, markers included.
 
     The fields each variant reads come from the code (:func:`variant_features`, derived features
     named by the request fields they come from); ``must_send`` are the request fields of the
@@ -88,7 +88,7 @@ def readme_fields_table(must_send: Mapping[str, Mapping[str, Sequence[str]]]) ->
 
 
 def required_by_task(readme: str) -> dict[str, dict[str, list[str]]]:
-    """The ``must send`` column of the README's table, per task and variant (empty without the table)."""
+    """The ``must send`` column of that table, per task and variant (empty without the table)."""
     if TABLE_START not in readme:
         return {}
     block = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]

@@ -174,8 +174,8 @@ def test_every_path_gives_every_student_of_a_year_the_api_answer(
     assert counts.get("high", 0) > 0 and counts.get("low", 0) > 0 and counts.get("unknown", 0) >= 1, counts
 
 
-def test_the_readme_names_the_fields_the_served_variants_need(home: Settings) -> None:
-    """The README's table of required fields is the trained models' own (``modeling.variants``)."""
+def test_the_api_reference_names_the_fields_the_served_variants_need(home: Settings) -> None:
+    """The API reference's table of required fields (docs/api.md) is the trained models' own."""
     from modeling.scoring import request_fields
     from modeling.variants import readme_fields_table, required_by_task
 
@@ -187,6 +187,6 @@ def test_the_readme_names_the_fields_the_served_variants_need(home: Settings) ->
         }
         for task in ("current", "next_year")
     }
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
     assert required_by_task(readme) == must_send
     assert readme_fields_table(must_send) in readme

@@ -19,7 +19,7 @@ from modeling.served import held_out_router, served_figures, served_lines
 from modeling.variants import readme_fields_table, required_by_task
 from tests.factories import make_feature_frame, register_model
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,8 @@ def test_served_figures_count_unknown_as_missed_and_split_next_year_by_now(champ
     assert served_lines(None)[-1].startswith("No held-out year")
 
 
-def test_the_readme_table_of_fields_is_the_codes() -> None:
-    readme = README.read_text(encoding="utf-8")
+def test_the_api_reference_table_of_fields_is_the_codes() -> None:
+    readme = API_DOC.read_text(encoding="utf-8")
     must_send = required_by_task(readme)
     assert set(must_send) == {"current", "next_year"}
     assert readme_fields_table(must_send) in readme
