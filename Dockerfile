@@ -40,6 +40,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 # The project as a wheel, installed in the final stage: a code change rebuilds a small layer,
 # not the 1 GB one of the dependencies.
 COPY README.md ./
+COPY cli cli
 COPY passos passos
 COPY flows flows
 COPY features features

@@ -60,7 +60,7 @@ def serve(
     else:
         command = [
             "-m",
-            "passos.cli",
+            "cli",
             "serve",
             "--port",
             str(port),

@@ -116,7 +116,7 @@ def main() -> None:
             registry.promote(task, register_model(registry, task), reason="benchmark")
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "error"],
+            [sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "error"],
             env=os.environ | {"PASSOS_HOME": str(home), "PASSOS_ID_SALT": "a-salt-for-the-benchmark"},
         )
         try:

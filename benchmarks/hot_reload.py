@@ -49,7 +49,7 @@ def main() -> None:
             "PASSOS_ID_SALT": "a-salt-for-the-benchmark",
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env
+            [sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"], env=env
         )
         url = f"http://127.0.0.1:{port}"
         try:

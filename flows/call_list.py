@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from passos.call_list import read_call_list, write_call_list
 from passos.settings import Settings
+from warehouse.call_list import read_call_list, write_call_list
 
 
 @task

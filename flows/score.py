@@ -14,6 +14,7 @@ from modeling.scoring import HIGH, score_frame
 from passos.errors import ModelNotFoundError
 from passos.safe_csv import write_csv
 from passos.settings import Settings, get_settings
+from warehouse import queries
 from warehouse.connection import connect, replace_rows
 
 
@@ -22,8 +23,8 @@ def read_year(settings: Settings, task_name: str, year: int | None) -> pd.DataFr
     """The task's feature rows of ``year`` (default: the latest year in the warehouse)."""
     with connect(settings, read_only=True) as con:
         if year is None:
-            year = con.execute("select max(year) from students").fetchall()[0][0]
-        return con.execute(f"select * from features_{task_name} where year = ?", [year]).df()
+            year = queries.latest_year(con)
+        return queries.task_features_of_year(con, task_name, year)
 
 
 @task

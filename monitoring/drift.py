@@ -42,9 +42,11 @@ import numpy as np
 import pandas as pd
 
 from features.featuresets import derive, encode, encode_frame, feature_specs
+from modeling.release import fit_years
 from modeling.scoring import HIGH, score_rows
 from monitoring.evidently_adapter import DriftResult, run_drift
-from monitoring.psi import EPSILON, PSI_MODERATE, PSI_SIGNIFICANT
+from monitoring.null_psi import alarm_thresholds, null_psi, psi_columns
+from monitoring.psi import PSI_MODERATE, PSI_SIGNIFICANT
 
 STABLE = "stable"
 WATCH = "watch"
@@ -52,7 +54,6 @@ RETRAIN = "retrain recommended"
 NO_NEW_DATA = "no new data since training"
 VERDICTS = (STABLE, WATCH, RETRAIN, NO_NEW_DATA)
 SEVERITY = {NO_NEW_DATA: 0, STABLE: 0, WATCH: 1, RETRAIN: 2}
-BINS = 10
 SCORE = "model score"
 WEIGHTED = "importance-weighted feature PSI"
 
@@ -143,20 +144,6 @@ class DriftCheck:
         }
 
 
-def fit_years(metadata: dict[str, Any]) -> list[int]:
-    """The years the champion was fitted on (all labelled years when it was refitted).
-
-    The metadata's ``fit_years`` when the training run recorded it; otherwise derived from
-    ``train_years``, ``test_year`` and ``served_model`` (versions trained before it existed).
-    """
-    if metadata.get("fit_years"):
-        return sorted({int(y) for y in metadata["fit_years"]})
-    years = list(metadata.get("train_years") or [])
-    if metadata.get("served_model") == "refit_all_years" and metadata.get("test_year") is not None:
-        years.append(int(metadata["test_year"]))
-    return sorted({int(y) for y in years})
-
-
 def champion_importance(model: Any, metadata: dict[str, Any], task: str) -> dict[str, float]:
     """The champion's global importance per feature, summing to 1.
 
@@ -197,134 +184,6 @@ def frame_from_log(logged: pd.DataFrame, task: str) -> pd.DataFrame:
             frame[spec.name] = [spec.categories[int(c)] if c == c else None for c in codes]
     frame["risk_score"] = logged["risk_score"].to_numpy()
     return frame
-
-
-# --- PSI on shared bins -----------------------------------------------------------------------
-
-
-@dataclass
-class _Binner:
-    """Bins of one column, cut on a reference: deciles (numeric) or categories, plus a missing bin."""
-
-    edges: np.ndarray | None  # numeric: inner edges; None for categorical
-    categories: tuple[str, ...] = ()
-
-    @classmethod
-    def fit(cls, values: pd.Series, numeric: bool) -> _Binner:
-        if numeric:
-            finite = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-            finite = finite[np.isfinite(finite)]
-            if finite.size == 0:
-                return cls(np.array([], dtype=float))
-            quantiles = np.quantile(finite, np.linspace(0.0, 1.0, BINS + 1)[1:-1])
-            return cls(np.unique(quantiles))
-        seen = sorted({str(v) for v in values if not pd.isna(v)})
-        return cls(None, tuple(seen))
-
-    @property
-    def size(self) -> int:
-        # numeric: len(edges)+1 value bins; categorical: one per category plus "other"; then missing
-        return (self.edges.size + 1 if self.edges is not None else len(self.categories) + 1) + 1
-
-    def codes(self, values: pd.Series) -> np.ndarray:
-        missing_bin = self.size - 1
-        if self.edges is not None:
-            array = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-            out = np.searchsorted(self.edges, np.nan_to_num(array, nan=0.0), side="left")
-            out[~np.isfinite(array)] = missing_bin
-            return out.astype(np.int64)
-        index = {c: i for i, c in enumerate(self.categories)}
-        other = len(self.categories)
-        return np.array(
-            [missing_bin if pd.isna(v) else index.get(str(v), other) for v in values.astype(object)], dtype=np.int64
-        )
-
-
-def _shares(codes: np.ndarray, size: int) -> np.ndarray:
-    """Bin shares of each row of ``codes`` (rows = samples), floored at EPSILON."""
-    codes = np.atleast_2d(codes)
-    rows, n = codes.shape
-    offset = codes + size * np.arange(rows)[:, None]
-    counts = np.bincount(offset.ravel(), minlength=size * rows).reshape(rows, size)
-    return np.maximum(counts / max(n, 1), EPSILON)
-
-
-def _psi(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return np.sum((current - reference) * np.log(current / reference), axis=-1)
-
-
-def _psi_columns(reference: pd.DataFrame, current: pd.DataFrame, columns: list[tuple[str, bool]]) -> np.ndarray:
-    """PSI of every column, ``current`` against ``reference``, on bins cut on ``reference``."""
-    values = []
-    for name, numeric in columns:
-        binner = _Binner.fit(reference[name], numeric)
-        ref = _shares(binner.codes(reference[name]), binner.size)[0]
-        cur = _shares(binner.codes(current[name]), binner.size)[0]
-        values.append(float(_psi(cur, ref)))
-    return np.array(values)
-
-
-def _null_psi(
-    reference: pd.DataFrame, columns: list[tuple[str, bool]], n: int, thresholds: Thresholds, *, pooled: bool
-) -> tuple[np.ndarray, str]:
-    """PSI of each column for resampled "unchanged" years of ``n`` rows: (resamples x columns), method.
-
-    Each resample draws ``n`` rows from one training year. ``pooled=False`` compares it with the
-    other training years (a year the pool has not seen: the year-to-year variation);
-    ``pooled=True`` with every training year, on the very bins the real check uses.
-    """
-    rng = np.random.default_rng(thresholds.seed + int(pooled))
-    years = sorted(int(y) for y in reference["year"].dropna().unique()) if "year" in reference else []
-    pairs: list[tuple[pd.DataFrame, pd.DataFrame]]
-    if len(years) >= 2:
-        pairs = [
-            (reference if pooled else reference.loc[reference["year"] != y], reference.loc[reference["year"] == y])
-            for y in years
-        ]
-        method = f"resampled years {', '.join(map(str, years))}, each against the others and against all"
-    else:
-        pairs = [(reference, reference)]
-        method = "bootstrap of the single reference year"
-    per_pair = [thresholds.resamples // len(pairs) + (i < thresholds.resamples % len(pairs)) for i in range(len(pairs))]
-    blocks = []
-    for (base, sample), draws in zip(pairs, per_pair, strict=True):
-        block = np.empty((draws, len(columns)))
-        picks = rng.integers(0, len(sample), size=(draws, n))
-        for j, (name, numeric) in enumerate(columns):
-            binner = _Binner.fit(base[name], numeric)
-            ref = _shares(binner.codes(base[name]), binner.size)[0]
-            sample_codes = binner.codes(sample[name])
-            block[:, j] = _psi(_shares(sample_codes[picks], binner.size), ref)
-        blocks.append(block)
-    return np.vstack(blocks), method
-
-
-def _thresholds(
-    null: np.ndarray, monitored: np.ndarray, alpha: float, alpha_watch: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Alarm and watch thresholds per column: family-wise over the monitored columns, and
-    separately over the others (which only ever lead to ``watch``, at the alarm's rate)."""
-    alarm = _calibrate(null, monitored, alpha)
-    watch = _calibrate(null, monitored, alpha_watch)
-    if (~monitored).any():
-        others = _calibrate(null, ~monitored, alpha)
-        alarm = np.where(monitored, alarm, others)
-        watch = np.where(monitored, watch, others)
-    return alarm, watch
-
-
-def _calibrate(null: np.ndarray, monitored: np.ndarray, alpha: float) -> np.ndarray:
-    """Per-column thresholds at one common quantile level, family-wise ``alpha`` over ``monitored``.
-
-    Each resample's largest percentile rank over the monitored columns is its most extreme
-    signal; the level is the ``1 - alpha`` quantile of those maxima.
-    """
-    draws = null.shape[0]
-    ranks = (np.argsort(np.argsort(null, axis=0), axis=0) + 1) / draws
-    chosen = np.asarray(monitored, dtype=bool)
-    worst = ranks[:, chosen].max(axis=1) if chosen.any() else ranks.max(axis=1)
-    level = float(np.quantile(worst, 1.0 - alpha, method="higher"))
-    return np.quantile(null, level, axis=0, method="higher")
 
 
 # --- the check --------------------------------------------------------------------------------
@@ -406,7 +265,7 @@ def check(
     if "risk_score" not in cur or cur["risk_score"].isna().all():
         cur["risk_score"] = model.predict_proba(encode_frame(cur, task))
     columns = [("risk_score", True), *[(s.name, s.kind == "numeric") for s in specs]]
-    now = _psi_columns(ref, cur, columns)
+    now = psi_columns(ref, cur, columns)
     w = np.array([weights.get(name, 0.0) for name in names])
     monitored = np.array([True, *(w >= thresholds.min_importance), True])
     # the weighted sum is a column of its own, now and under the null
@@ -417,9 +276,11 @@ def check(
     # Both nulls, the larger threshold wins: a new year is compared with a pool it is not part of
     # (the leave-one-year-out null) on the pooled bins (the pooled null).
     for pooled in (False, True):
-        null, method = _null_psi(ref, columns, len(cur), thresholds, pooled=pooled)
+        null, method = null_psi(
+            ref, columns, len(cur), resamples=thresholds.resamples, seed=thresholds.seed, pooled=pooled
+        )
         null = np.column_stack([null, null[:, 1:] @ w])
-        year_alarm, year_watch = _thresholds(null, monitored, alpha, alpha_watch)
+        year_alarm, year_watch = alarm_thresholds(null, monitored, alpha, alpha_watch)
         alarm, watch = np.maximum(alarm, year_alarm), np.maximum(watch, year_watch)
 
     signals = [Signal(SCORE, "score", float(now[0]), float(alarm[0]), float(watch[0]))]

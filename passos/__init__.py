@@ -1,3 +1,3 @@
-"""Cross-cutting parts of the early-warning system: settings, errors, logging and the CLI."""
+"""The ground every package may import: settings, errors, safe CSV writing."""
 
 __version__ = "0.1.0"

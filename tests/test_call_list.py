@@ -12,11 +12,11 @@ import pytest
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
-from passos.call_list import read_call_list, write_call_list
-from passos.cli import app
+from cli.app import app
 from passos.settings import Settings
 from warehouse import loader
 from warehouse.analytics import refresh_analytics
+from warehouse.call_list import read_call_list, write_call_list
 from warehouse.connection import connect, replace_rows
 from warehouse.sources import discover
 

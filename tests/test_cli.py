@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from passos.cli import _Typer, app
+from cli.app import app
+from cli.base import _Typer
 from passos.errors import ExitCode, ModelNotFoundError, WarehouseBusyError
 from passos.settings import Settings
 
@@ -159,7 +160,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
 def test_verbosity_sets_prefect_logging_and_the_command_end_undoes_it() -> None:
     import logging
 
-    from passos.cli import Verbosity, configure_prefect_logging, restore_logging, setup_logging
+    from cli.base import Verbosity, configure_prefect_logging, restore_logging, setup_logging
 
     prefect = logging.getLogger("prefect.flow_runs")
     before = (prefect.level, logging.getLogger().level)

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from passos.cli import app
+from cli.app import app
 from passos.errors import ExitCode
 from passos.settings import Settings
 

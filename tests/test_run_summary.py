@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from passos.cli import LOG_FORMAT, RunNamingFormatter
+from cli.base import LOG_FORMAT, RunNamingFormatter
+from cli.summary import render_summary
 from passos.settings import Settings
-from passos.summary import render_summary
 
 RESULT = {
     "ingest": [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from passos.server_guard import SERVER_MARK, is_prefect_server, start_guarded_server, stop_server, watch
+from cli.server_guard import SERVER_MARK, is_prefect_server, start_guarded_server, stop_server, watch
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def test_a_killed_cli_leaves_no_prefect_server(tmp_path: Path, real_data: Path, 
     env |= {"PASSOS_HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect")}
     log = (tmp_path / "cli.log").open("wb")
     cli = subprocess.Popen(
-        [sys.executable, "-m", "passos.cli", "ingest", "--source", str(real_data)],
+        [sys.executable, "-m", "cli", "ingest", "--source", str(real_data)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

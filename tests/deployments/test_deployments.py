@@ -101,7 +101,7 @@ def test_a_gate_rejection_is_a_failed_state_and_a_non_zero_exit(
         "PASSOS_HOME": str(prefect_server["root"] / "rejection-home"),
         "PASSOS_GATE_MIN_RECALL_CURRENT": "1.0",  # nothing reaches it
     }
-    passos = [sys.executable, "-m", "passos.cli"]
+    passos = [sys.executable, "-m", "cli"]
     ingest = subprocess.run([*passos, "ingest", "--source", str(real_data)], env=env, capture_output=True, timeout=300)
     assert ingest.returncode == 0, ingest.stderr[-3000:]
     train = subprocess.run([*passos, "train", "--task", "current"], env=env, capture_output=True, timeout=600)
@@ -193,7 +193,7 @@ def test_passos_retrain_without_a_server_says_how_to_start_one_at_once() -> None
     api = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"],
+        [sys.executable, "-m", "cli", "retrain", "--task", "current"],
         env=env | {"PREFECT_API_URL": api},
         capture_output=True,
         text=True,
@@ -212,7 +212,7 @@ def test_passos_retrain_runs_the_deployment_on_the_running_server(prefect_server
     """Against a real server: no deployment yet is exit 5; with the serve process, --wait follows the run."""
     home = prefect_server["root"] / "retrain-cli-home"  # no warehouse: the run itself fails, quickly
     env = prefect_server["env"] | {"PASSOS_HOME": str(home)}
-    retrain = [sys.executable, "-m", "passos.cli", "retrain", "--task", "current"]
+    retrain = [sys.executable, "-m", "cli", "retrain", "--task", "current"]
 
     def cli(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*retrain, *extra], env=env, capture_output=True, text=True, timeout=300)
@@ -227,7 +227,7 @@ def test_passos_retrain_runs_the_deployment_on_the_running_server(prefect_server
     serve_log = prefect_server["root"] / "retrain-cli-serve.log"
     with serve_log.open("wb") as log:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "passos.cli", "deploy"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "cli", "deploy"], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log
         )
     try:
         wait_for_deployments(api, ["retrain-weekly"], serve, serve_log)
@@ -260,8 +260,8 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
     from prefect.deployments import run_deployment
     from typer.testing import CliRunner
 
+    from cli.app import app
     from modeling.registry import Registry
-    from passos.cli import app
 
     env = prefect_server["env"]
     serve_log = prefect_server["root"] / "serve.log"
@@ -269,7 +269,7 @@ def test_a_retrain_triggered_through_prefect_runs_on_the_serve_process(
     worker: subprocess.Popen[bytes] | None = None
     with serve_log.open("wb") as log:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "passos.cli", "deploy"],
+            [sys.executable, "-m", "cli", "deploy"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,

@@ -13,15 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.batch_score import (
-    MANIFEST,
-    batch_score_flow,
-    check_columns,
-    parquet_files,
-    plan_partitions,
-    read_scores,
-    score_table,
-)
+from flows.batch_score import batch_score_flow
+from modeling.batch import MANIFEST, check_columns, parquet_files, plan_partitions, read_scores, score_table
 from modeling.registry import Registry
 from modeling.scoring import score_frame
 from passos.errors import ModelNotFoundError, SourceError
@@ -141,7 +134,7 @@ def test_dask_cluster_gives_the_local_result(
     pd.testing.assert_frame_equal(a.drop(columns=["scored_at"]), b.drop(columns=["scored_at"]))
     # the partitions really ran in the worker processes: each one loaded the champion there
     with Client(address) as client:
-        loaded = client.run(lambda: importlib.import_module("flows.batch_score")._champion_model.cache_info().currsize)
+        loaded = client.run(lambda: importlib.import_module("modeling.batch")._champion_model.cache_info().currsize)
     assert sum(loaded.values()) >= 1 and len(loaded) == 2
     manifest = json.loads((Path(remote["out"]) / MANIFEST).read_text())
     assert manifest["rows"] == 3000 and pd.read_parquet(remote["out"]).shape == (3000, 7)
@@ -185,7 +178,7 @@ def test_the_latest_warehouse_year_through_the_cli(
 ) -> None:
     from typer.testing import CliRunner
 
-    from passos.cli import app
+    from cli.app import app
     from warehouse.connection import connect
     from warehouse.loader import ingest
     from warehouse.sources import discover

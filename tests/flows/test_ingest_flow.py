@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from passos.cli import app
+from cli.app import app
 from passos.settings import Settings
 
 pytestmark = pytest.mark.integration

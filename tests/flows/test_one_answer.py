@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.batch_score import read_scores
+from cli.app import app
+from modeling.batch import read_scores
 from modeling.registry import Registry
-from passos.cli import app
 from passos.settings import Settings, get_settings
 from serving.schemas import PREDICT_EXAMPLES
 from tests.support.service import start_server

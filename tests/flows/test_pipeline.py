@@ -9,9 +9,9 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from features.featuresets import encode_frame
 from modeling.registry import Registry
-from passos.cli import app
 from passos.settings import Settings, get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.data]

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.train import judge
 from modeling.baselines import baseline_flags, compare_with_baselines, recall_at_precision
 from modeling.card import baseline_sections
+from modeling.release import GatePolicy, judge
 from modeling.training import train_candidates
 from passos.settings import Settings
 from tests.factories import make_feature_frame
@@ -99,7 +99,7 @@ def test_the_verdict_flags_a_model_that_does_not_beat_its_baselines(
     assert result.baselines is not None
     persistence = result.baselines["segments"]["all"]["rules"]["persistence"]
     assert persistence["recall"] == 1.0 and persistence["beaten"] is False
-    verdict = judge(settings, result, None, 0.9)
+    verdict = judge(GatePolicy.from_settings(settings, "next_year", min_recall=0.9), result, None)
     assert any(flag.startswith("does not beat the persistence rule on all students") for flag in verdict.flags)
     assert verdict.accepted  # a flag, not a rejection
     card = "\n".join(

@@ -80,7 +80,7 @@ def _mirror_champions(home: Path) -> dict[str, str]:
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "passos.cli", "models", *args],
+        [sys.executable, "-m", "cli", "models", *args],
         env=_env(home),
         capture_output=True,
         text=True,
@@ -123,7 +123,7 @@ def test_kill_9_mid_promote_leaves_a_whole_pointer_and_the_next_write_reconciles
     made = versions[1]
     registry = Registry(home / "models")
     process = subprocess.Popen(
-        [sys.executable, "-m", "passos.cli", "models", "promote", made["current"][1]],
+        [sys.executable, "-m", "cli", "models", "promote", made["current"][1]],
         env=_env(home) | {"PASSOS_WAREHOUSE_LOCK_WAIT_S": "30"},  # stays in the retry, after the switch
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from features.featuresets import encode_frame, feature_names
-from flows.batch_score import score_table
+from modeling.batch import score_table
 from modeling.registry import Registry
 from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame
 from modeling.served import held_out_router, served_figures, served_lines

@@ -128,7 +128,7 @@ def test_two_workers_answer_follow_a_promotion_within_2_s_and_log_and_trace_thei
 @pytest.mark.parametrize("workers", ["0", "65", "two"])
 def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path, workers: str) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "passos.cli", "serve", "--workers", workers],
+        [sys.executable, "-m", "cli", "serve", "--workers", workers],
         env=os.environ | {"PASSOS_HOME": str(tmp_path)},
         capture_output=True,
         text=True,

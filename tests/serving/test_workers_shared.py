@@ -45,7 +45,7 @@ def two_workers(model_home: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "PASSOS_RELOAD_INTERVAL_S": "0.2",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

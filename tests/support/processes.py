@@ -74,7 +74,7 @@ def start_serve(
         timeout: seconds to wait for readiness.
     """
     port = free_port()
-    command = [sys.executable, "-m", "passos.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning", *args]
     process = subprocess.Popen(
         command,
         env=os.environ | {"PASSOS_HOME": str(home)} | dict(env or {}),

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from passos.cli import app
+from cli.app import app
 from passos.errors import ExitCode
 from passos.settings import Settings, get_settings
 from warehouse.analytics import refresh_analytics

@@ -6,7 +6,7 @@ SIGTERM outside a flow run exits without its ``atexit`` hooks: the server would 
 holding a port and Prefect's database. So the CLI starts that server itself, before any flow
 (Prefect then reuses it), together with a watchdog process that holds the read end of a pipe. When
 the CLI ends, however it ends, the kernel closes the write end; the watchdog sees end-of-file and
-stops the server if it is still running. It is run as ``python -m passos.server_guard`` and reads
+stops the server if it is still running. It is run as ``python -m cli.server_guard`` and reads
 the server's process id from the pipe.
 """
 
@@ -60,7 +60,7 @@ def start_guarded_server() -> int | None:
     if PREFECT_API_URL.value():
         return None
     watchdog = subprocess.Popen(
-        [sys.executable, "-m", "passos.server_guard"],
+        [sys.executable, "-m", "cli.server_guard"],
         stdin=subprocess.PIPE,
         start_new_session=True,  # a Ctrl-C to the terminal does not reach it
     )
@@ -98,5 +98,5 @@ def watch(stdin: IO[bytes]) -> list[int]:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s passos.server_guard: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s cli.server_guard: %(message)s")
     watch(sys.stdin.buffer)

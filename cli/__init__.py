@@ -1,0 +1,1 @@
+"""The ``passos`` command line: one module per command group, on top of every other package."""

@@ -1,0 +1,2 @@
+-- The latest year with students in the warehouse (null when there are none).
+select max(year) from students

@@ -1,0 +1,2 @@
+-- How many predictions the warehouse holds for one task.
+select count(*) from predictions where task = ?

@@ -1,0 +1,2 @@
+-- One year of a task's feature view.
+select * from {table} where year = ?
