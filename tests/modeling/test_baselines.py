@@ -8,7 +8,7 @@ import pytest
 
 from flows.train import judge
 from modeling.baselines import baseline_flags, compare_with_baselines, recall_at_precision
-from modeling.card import baseline_sections
+from modeling.card_sections import baseline_sections
 from modeling.training import train_candidates
 from passos.settings import Settings
 from tests.factories import make_feature_frame
