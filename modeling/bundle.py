@@ -13,7 +13,6 @@ logistic ``coef * standardised value``) or years (rule).
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,8 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 
+from modeling.folding import fold_boosters
+from modeling.library_versions import library_versions, version_differences
 from modeling.treeshap import PathTables, UnsupportedTreeError
 from passos.errors import ModelInvalidError
 
@@ -28,56 +29,7 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["lightgbm", "logistic", "rule"]
 KINDS: tuple[Kind, ...] = ("lightgbm", "logistic", "rule")
-BUNDLE_FORMAT = 2
 DEFAULT_CHUNK_ROWS = 100_000
-
-
-def fold_boosters(members: list[Any]) -> Any:
-    """One LightGBM booster whose trees are all the members' trees, leaf values divided by their number.
-
-    Its raw score is the members' mean raw score, and its exact tree SHAP (``pred_contrib``) is
-    the mean of theirs (SHAP is linear in the leaf values, and the cover counts that weight it
-    are unchanged), each up to float rounding: one call over the folded trees replaces one call
-    per member. The members must share their header (features, objective, one tree per round).
-
-    Raises:
-        ValueError: the members do not share a header, or a tree is linear (``leaf_coeff``).
-    """
-    import lightgbm as lgb
-
-    count = len(members)
-    header: str | None = None
-    trailer = ""
-    first: list[str] = []
-    trees: list[str] = []
-    for member in members:
-        text = member.model_to_string()
-        head, _, rest = text.partition("\nTree=")
-        body, _, tail = ("Tree=" + rest).partition("end of trees")
-        # Tree sizes change with the leaf values; the value ranges seen in training are informative
-        # only and differ per fold (the first member's are kept).
-        own = [line for line in head.splitlines() if not line.startswith("tree_sizes=")]
-        shared = [line for line in own if not line.startswith("feature_infos=")]
-        if header is None:
-            header, trailer, first = "\n".join(own), tail, shared
-        elif shared != first:
-            raise ValueError("cannot fold LightGBM members with different headers (features, objective)")
-        for block in body.split("Tree=")[1:]:
-            trees.append(_scaled_tree(block, count))
-    numbered = "".join(f"Tree={i}{block[block.index(chr(10)) :]}" for i, block in enumerate(trees))
-    return lgb.Booster(model_str=f"{header}\n\n{numbered}end of trees{trailer}")
-
-
-def _scaled_tree(block: str, count: int) -> str:
-    """One tree of a model string with its leaf (and internal) values divided by ``count``."""
-    lines = block.split("\n")
-    for i, line in enumerate(lines):
-        key, _, values = line.partition("=")
-        if key in ("leaf_value", "internal_value"):
-            lines[i] = f"{key}=" + " ".join(repr(float(v) / count) for v in values.split())
-        elif key == "is_linear" and values.strip() != "0":
-            raise ValueError("cannot fold linear LightGBM trees")
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -184,20 +136,6 @@ class RuleModel:
     def raw_score(self, X: np.ndarray) -> np.ndarray:
         """Years past the deciding link's cut (positive = the rule fires)."""
         return self.decide(X)[0]
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a bundle depends on, recorded at training time."""
-    import lightgbm
-    import sklearn
-
-    return {
-        "format": str(BUNDLE_FORMAT),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "lightgbm": lightgbm.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
 
 
 @dataclass
@@ -520,20 +458,7 @@ class ModelBundle:
             ModelInvalidError: another bundle format, or another major version of numpy or
                 (for LightGBM bundles) lightgbm, which may not read the model the same way.
         """
-        current = library_versions()
-        notes = []
-        if self.versions.get("format") != current["format"]:
-            raise ModelInvalidError(
-                f"bundle format {self.versions.get('format')!r}, this code reads {current['format']!r}"
-            )
-        majors = ["numpy"] + (["lightgbm"] if self.kind == "lightgbm" else [])
-        for library in ("python", "numpy", "lightgbm", "scikit-learn"):
-            saved, now = self.versions.get(library), current[library]
-            if saved == now:
-                continue
-            if library in majors and (saved or "").split(".")[0] != now.split(".")[0]:
-                raise ModelInvalidError(f"model trained with {library} {saved}, this process has {now}")
-            notes.append(f"{library} {saved} at training, {now} now")
+        notes = version_differences(self.versions, kind=self.kind)
         for note in notes:
             logger.warning("model bundle %s/%s: %s", self.task, self.kind, note)
         return notes

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modeling.card_sections import baseline_sections, fmt, interval, markdown_table, served_sections
 from modeling.evaluation import MIN_GROUP_POSITIVES, evaluate
+
+__all__ = ["baseline_sections", "served_sections", "write_card"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +95,6 @@ def write_card(
 # Markdown
 
 
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _bootstrap_line(metadata: Mapping[str, Any]) -> str:
     chosen = metadata.get("chosen")
     boot = (metadata.get("candidates", {}).get(chosen, {}).get("test") or {}).get("bootstrap_95")
@@ -110,200 +104,6 @@ def _bootstrap_line(metadata: Mapping[str, Any]) -> str:
     return (
         "95 % bootstrap intervals of the chosen model on the held-out rows (1,000 resamples): " + ", ".join(parts) + "."
     )
-
-
-def _interval(row: Mapping[str, Any]) -> str:
-    low, high = row.get("recall_ci_low"), row.get("recall_ci_high")
-    return "n/a" if low is None or high is None else f"{low:.3f}-{high:.3f}"
-
-
-def reliability_lines(rows: Sequence[Mapping[str, Any]] | None) -> list[str]:
-    """A reliability table: what each band of ``risk_score`` turned out to mean."""
-    if not rows:
-        return ["No reliability table (no held-out rows)."]
-    return _table(
-        ["risk_score", "students", "mean score", "observed share behind", "95 % interval"],
-        [
-            [
-                f"{r['low']:.1f}-{r['high']:.1f}",
-                r["n"],
-                r["mean_score"],
-                r["observed_rate"],
-                f"{r['ci_low']:.3f}-{r['ci_high']:.3f}",
-            ]
-            for r in rows
-        ],
-    )
-
-
-def served_sections(metadata: Mapping[str, Any]) -> list[str]:
-    """Markdown about the artifact that is served: variants, its own check, reliability, threshold gap."""
-    lines = ["## The served artifact", ""]
-    served_model = metadata.get("served_model")
-    lines.append(
-        f"Served: the chosen procedure re-run on the years {', '.join(str(y) for y in metadata.get('fit_years', []))} "
-        f"({served_model}): an ensemble of {metadata.get('members', 'n/a')} cross-fitted members "
-        f"({metadata.get('fold_scheme', 'n/a')}), calibrated and thresholded on their own out-of-fold scores. "
-        "The held-out figures above are those of the same procedure run without the test year."
-    )
-    gap = metadata.get("threshold_gap") or {}
-    if gap:
-        lines += [
-            "",
-            f"Threshold **{_fmt(metadata.get('threshold'))}**, the middle of a gap of {_fmt(gap.get('gap_logit'), 2)} "
-            f"log-odds ({_fmt(gap.get('lowest'))} to {_fmt(gap.get('highest'))}) that adds no out-of-fold false alarm."
-            + (
-                " The gap is wide: the classes look separable, which suggests a rule being recomputed."
-                if gap.get("wide")
-                else ""
-            ),
-        ]
-    check = metadata.get("artifact_check") or {}
-    if check:
-        lines += ["", "### Check of the served artifact (in-sample, at its own threshold)", ""]
-        lines += _table(
-            ["year", "students", "behind", "recall", "precision", "ROC-AUC"],
-            [
-                [year, r["n"], r["positives"], r["recall"], r["precision"], r["roc_auc"]]
-                for year, r in check.get("per_year", {}).items()
-            ],
-        )
-        low, high = (check.get("score_range") or [None, None])[:2]
-        verdict = "**passed**" if check.get("passed") else "**failed**: " + "; ".join(check.get("problems", []))
-        lines += ["", f"Scores range from {_fmt(low)} to {_fmt(high)}. Check {verdict}."]
-    reliability = metadata.get("reliability") or {}
-    lines += ["", "### Reliability on the test year (out of time)", ""]
-    lines += reliability_lines(reliability.get("test_year"))
-    lines += ["", "### Reliability of the served model's out-of-fold scores (all labelled years)", ""]
-    lines += reliability_lines(reliability.get("served_oof"))
-    variants = metadata.get("variants") or {}
-    if variants:
-        lines += ["", "## Variants (one model per field set clients send)", ""]
-        lines += _table(
-            [
-                "variant",
-                "fields",
-                "must send",
-                "model",
-                "test recall",
-                "test precision",
-                "test ROC-AUC",
-                "served",
-                "why not",
-            ],
-            [
-                [
-                    name,
-                    v.get("description"),
-                    ", ".join(v.get("required", [])) or "-",
-                    v.get("kind"),
-                    v["out_of_time"].get("recall"),
-                    v["out_of_time"].get("precision"),
-                    v["out_of_time"].get("roc_auc"),
-                    "yes" if v.get("served") else "no",
-                    "; ".join(v["gate"].get("reasons", []) + ((v.get("artifact_check") or {}).get("problems") or []))
-                    or "-",
-                ]
-                for name, v in variants.items()
-            ],
-        )
-        lines += [
-            "",
-            "A request is answered by the richest served variant whose required fields it carries; "
-            'one too thin for any of them gets `risk_label: "unknown"`.',
-        ]
-    return lines
-
-
-BASELINE_READING = {
-    "current": (
-        "`current` is nearly determined by age and level: the target compares the level with the level "
-        "ideal for the school year, and the age says the school year. A rule that reads only the level and "
-        "the age does about as well as any model here; `next_year` is where a model adds value."
-    ),
-    "next_year": (
-        "Persistence finds the students already behind and, by definition, none of the on-track students "
-        "who fall behind; the on-track rows are where the model must add value."
-    ),
-}
-
-
-def baseline_sections(metadata: Mapping[str, Any]) -> list[str]:
-    """Markdown: the one-line rules beside the model on the test year, and the verdict's flags."""
-    baselines = (metadata.get("metrics") or {}).get("baselines") or metadata.get("baselines")
-    if not baselines:
-        return []
-    task = str(metadata.get("task", ""))
-    lines = ["## Baselines: one-line rules on the same test year", ""]
-    lines += [BASELINE_READING.get(task, ""), ""]
-    lines += [f"- `{name}`: {says}." for name, says in (baselines.get("rules") or {}).items()]
-    lines.append("")
-    rows: list[list[object]] = []
-    for segment, table in (baselines.get("segments") or {}).items():
-        model = table["model"]
-        rows.append(
-            [
-                segment,
-                "**model** (its threshold)",
-                model["n"],
-                model["positives"],
-                model["flagged"],
-                model["caught"],
-                model["recall"],
-                model["precision"],
-                model["flag_rate"],
-                "-",
-                "-",
-            ]
-        )
-        for name, row in (table.get("rules") or {}).items():
-            beaten = row.get("beaten")
-            rows.append(
-                [
-                    segment,
-                    name,
-                    row["n"],
-                    row["positives"],
-                    row["flagged"],
-                    row["caught"],
-                    row["recall"],
-                    row["precision"],
-                    row["flag_rate"],
-                    row.get("model_recall_at_rule_precision"),
-                    "n/a" if beaten is None else ("yes" if beaten else "**no**"),
-                ]
-            )
-    lines += _table(
-        [
-            "students",
-            "who flags",
-            "n",
-            "behind",
-            "flagged",
-            "caught",
-            "recall",
-            "precision",
-            "flag rate",
-            "model recall at the rule's precision",
-            "model beats it",
-        ],
-        rows,
-    )
-    flags = list((metadata.get("gate") or {}).get("flags") or [])
-    lines += [
-        "",
-        "The model beats a rule when, at a precision at least the rule's, its precision-recall curve reaches "
-        "a higher recall. A model that does not is flagged in the gate's verdict (a flag, not a rejection).",
-        "",
-    ]
-    lines += [f"- **Flagged**: {flag}." for flag in flags] or ["- Not flagged: the model beats every rule."]
-    return lines
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
-    return lines
 
 
 def _markdown(
@@ -333,7 +133,7 @@ def _markdown(
         "## Data and protocol",
         "",
         f"- Protocol: **{protocol}**; trained on {train_years}; evaluated on {held_out}.",
-        f"- Held-out rows: {metrics['n']}, of which {metrics['positives']} behind ({_fmt(metrics['prevalence'])}).",
+        f"- Held-out rows: {metrics['n']}, of which {metrics['positives']} behind ({fmt(metrics['prevalence'])}).",
         f"- Chosen model: **{chosen}** ({metadata.get('selection_rule', 'n/a')}).",
         f"- Seed: {metadata.get('seed', 'n/a')}.",
         "",
@@ -348,17 +148,17 @@ def _markdown(
     ]
     if not rows:
         rows = [["this model", *[metrics.get(k) for k in keys]]]
-    lines += _table(["model", "recall", "precision", "F2", "ROC-AUC", "PR-AUC", "Brier", "threshold"], rows)
+    lines += markdown_table(["model", "recall", "precision", "F2", "ROC-AUC", "PR-AUC", "Brier", "threshold"], rows)
     lines += [
         "",
-        f"Brier score of always predicting the base rate: {_fmt(metrics['brier_base_rate'])}.",
+        f"Brier score of always predicting the base rate: {fmt(metrics['brier_base_rate'])}.",
         "",
         _bootstrap_line(metadata),
         "",
         "Alerting a fixed share of students, highest scores first:",
         "",
     ]
-    lines += _table(
+    lines += markdown_table(
         ["alerts", "recall", "precision"],
         [
             [f"top {round(b['share'] * 100)}% ({b['alerts']})", b["recall"], b["precision"]]
@@ -369,13 +169,13 @@ def _markdown(
         "",
         "## Threshold",
         "",
-        f"Alert when the probability is at least **{_fmt(metrics['threshold'])}**: "
+        f"Alert when the probability is at least **{fmt(metrics['threshold'])}**: "
         f"{metadata.get('threshold_rule', 'n/a')}. Recall comes first because a missed student "
         "gets no help, while a false alarm costs a conversation.",
         "",
         f"On the held-out rows: {metrics['tp']} behind students alerted, {metrics['fn']} missed, "
         f"{metrics['fp']} false alarms, {metrics['tn']} correctly left alone "
-        f"(recall {_fmt(metrics['recall'])}, precision {_fmt(metrics['precision'])}).",
+        f"(recall {fmt(metrics['recall'])}, precision {fmt(metrics['precision'])}).",
         "",
         "## Recall by group",
         "",
@@ -387,7 +187,7 @@ def _markdown(
             row["n"],
             row["positives"],
             row["recall"] if row["judgeable"] else "too small to judge",
-            _interval(row) if row["judgeable"] else "n/a",
+            interval(row) if row["judgeable"] else "n/a",
             row["false_negative_rate"] if row["judgeable"] else "n/a",
         ]
         for name, table in metrics["by_group"].items()
@@ -399,7 +199,9 @@ def _markdown(
             "are too small to judge."
         )
         lines.append("")
-        lines += _table(["group", "value", "n", "behind", "recall", "95 % interval", "false-negative rate"], group_rows)
+        lines += markdown_table(
+            ["group", "value", "n", "behind", "recall", "95 % interval", "false-negative rate"], group_rows
+        )
     else:
         lines.append("No group labels were given.")
     lines += ["", "## Leakage policy", ""]
@@ -415,12 +217,12 @@ def _markdown(
         strongest = sorted(aucs.items(), key=lambda item: -item[1])[:5]
         listed = ", ".join(f"`{name}` {auc:.3f}" for name, auc in strongest)
         lines.append(
-            f"Audit: no feature alone may reach a ROC-AUC above {_fmt(metadata.get('audit_max_auc'), 2)} "
+            f"Audit: no feature alone may reach a ROC-AUC above {fmt(metadata.get('audit_max_auc'), 2)} "
             f"on the training rows. Strongest single features: {listed}."
         )
     lines += ["", "## Most important features", ""]
     top = sorted(importance.items(), key=lambda item: -item[1])[:10]
-    lines += _table(["feature", "importance"], [[name, float(value)] for name, value in top])
+    lines += markdown_table(["feature", "importance"], [[name, float(value)] for name, value in top])
     lines += ["", "## Limitations", ""]
     lines += [f"- {text}" for text in LIMITATIONS]
     if protocol == "grouped_cv":

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from features.featuresets import TASKS, feature_names
-from modeling.registry import METADATA_FILE, MODEL_FILE, Registry, check_pointer
+from modeling.registry import METADATA_FILE, MODEL_FILE, Registry
+from modeling.registry_checks import check_pointer
 from passos.errors import PassosError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The service's own pages: the index at ``/``, liveness, and the model cards the drift reports link to.
+"""The service's own pages: the index at ``/``, liveness, readiness, the champions, and the model cards.
 
 The cards are served read-only, like ``/reports/``: only ``card.md`` and its four plots of a
 registered version, never the model file beside them. A drift report links to its champion's card
@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from modeling.registry import Registry
 from passos import __version__
-from serving.schemas import ErrorResponse
+from serving.deps import UNAUTHORIZED, AuthDep, Services, ServicesDep, public_problem
+from serving.responses import ErrorResponse
 
 SERVICE_NAME = "Passos Mágicos early warning"
 # A version id as the registry writes it (Registry.new_version) or a hand-picked one it accepts.
@@ -154,3 +155,55 @@ def _card_file(request: Request, task: str, version: str, name: str) -> Path:
     if not path.is_file() or not path.resolve().is_relative_to(settings.models_dir.resolve()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{task} {version} has no {name}")
     return path
+
+
+@router.get(
+    "/ready",
+    tags=["ops"],
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a task has no model"}},
+)
+async def ready(services: ServicesDep) -> JSONResponse:
+    """Readiness: 200 only when a model is loaded for every task and every worker serves the same versions."""
+    models = services.versions()
+    problems = {t: public_problem(p, services.settings) for t, p in services.holder.problems.items()}
+    if (workers := _disagreement(services, models)) is not None:
+        problems["workers"] = f"the workers serve different versions: {workers}"
+    body = {"ready": services.holder.ready() and workers is None, "models": models, "problems": problems}
+    return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
+
+
+def _disagreement(services: Services, own: dict[str, str | None]) -> dict[str, Any] | None:
+    """Every live worker's versions when one differs from this worker's, else None."""
+    others = services.status.others()
+    if all(versions == own for versions in others.values()):
+        return None
+    return {str(pid): versions for pid, versions in {services.status.pid: own, **others}.items()}
+
+
+@router.get("/model", tags=["ops"], dependencies=[AuthDep], responses={401: UNAUTHORIZED})
+async def model(services: ServicesDep) -> dict[str, Any]:
+    """The champion per task: version, out-of-time metrics (``served_path``: as clients are answered),
+    reliability tables, variants, threshold, features."""
+    out: dict[str, Any] = {}
+    for task in services.holder.tasks:
+        loaded = services.holder.get(task)
+        meta = loaded.metadata if loaded else {}
+        out[task] = {
+            "version": loaded.version if loaded else None,
+            "loaded_at": loaded.loaded_at if loaded else None,
+            "threshold": loaded.threshold if loaded else None,
+            "trained_at": meta.get("created_at"),
+            "kind": meta.get("kind"),
+            "protocol": meta.get("protocol"),
+            "metrics": meta.get("metrics"),
+            "served_path": meta.get("served_path"),
+            "reliability": meta.get("reliability"),
+            "threshold_gap": meta.get("threshold_gap"),
+            "artifact_check": meta.get("artifact_check"),
+            "variants": meta.get("variants"),
+            "reference_year": max(meta.get("fit_years") or [0]) or None,
+            "features": meta.get("features"),
+            "problem": public_problem(p, services.settings) if (p := services.holder.problems.get(task)) else None,
+        }
+    return out

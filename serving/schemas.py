@@ -1,4 +1,5 @@
-"""Request and response models of the API, built from the feature contract (one definition).
+"""Request models of the API, built from the feature contract (one definition); the responses are in
+:mod:`serving.responses`.
 
 Every feature any task uses is an optional request field with its documented range; the
 fields of the original example payload (``inde, iaa, ips, ipp, ipv, fase``) are always
@@ -27,12 +28,12 @@ from annotated_types import Interval
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from features.columns import column_map
 from features.featuresets import DERIVED, FEATURES, TASKS, FeatureSpec
 from features.harmonise import (
     INDICATOR_TOLERANCE,
     ValueProblem,
     clip_rounding_noise,
-    column_map,
     label_spellings,
     parse_fase,
     parse_label,
@@ -351,143 +352,10 @@ class BatchRequest(BaseModel):
     )
 
 
-class Reason(BaseModel):
-    """A feature pushing this student's risk up."""
-
-    feature: str = Field(description="The model feature (see GET /model for its description)", examples=["ida"])
-    value: float | str | None = Field(
-        description="The value the model saw: the number sent or derived, the category, or null when not sent",
-        examples=[5.5],
-    )
-    contribution: float = Field(
-        description="Push on the model's raw score (log-odds for LightGBM, exact tree SHAP); always > 0 here",
-        examples=[0.412],
-    )
-
-
-class Upgrade(BaseModel):
-    """What would let the best variant answer instead of the lesser one (or instead of "unknown")."""
-
-    variant: str = Field(description="The variant that would answer: full, the richest", examples=["full"])
-    add: list[str] = Field(
-        description="Request fields to add (a derived feature is named by the fields it comes from)",
-        examples=[["defasagem", "ian"]],
-    )
-    recall: float | None = Field(description="That variant's recall on its out-of-time test year", examples=[0.844])
-    precision: float | None = Field(
-        description="That variant's precision on its out-of-time test year", examples=[0.66]
-    )
-
-
-class Prediction(BaseModel):
-    """The answer for one student."""
-
-    risk_score: float | None = Field(
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Probability of being behind, from the answering variant's calibration (Platt scaling on the "
-            "served members' own out-of-fold scores; its reliability table is in /model and the model card). "
-            "null when risk_label is unknown"
-        ),
-        examples=[0.234],
-    )
-    risk_label: Literal["high", "low", "unknown"] = Field(
-        description=(
-            "high: risk_score >= threshold, flag the student; low: below it; unknown: the fields sent are too "
-            "few for any validated model (see needed), so no answer is given"
-        ),
-        examples=["low"],
-    )
-    task: str = Field(description="current (behind this year) or next_year (behind next year)", examples=["current"])
-    model_version: str = Field(
-        description="The champion version that answered (GET /model describes it; hot reload may change it)",
-        examples=["v20261126T145644Z-3e32bf99"],
-    )
-    variant: str | None = Field(
-        description="Which variant answered: full, core or example (a model trained for that field set)",
-        examples=["full"],
-    )
-    variant_recall: float | None = Field(
-        description="That variant's recall on its out-of-time test year", examples=[0.9]
-    )
-    variant_precision: float | None = Field(
-        description="That variant's precision on its out-of-time test year", examples=[0.61]
-    )
-    threshold: float | None = Field(description="The variant's alert threshold on risk_score", examples=[0.2408])
-    percentile: float | None = Field(
-        description="Share of the reference year's students (0-100) whose score is at or below this one",
-        examples=[71.5],
-    )
-    reasons: list[Reason] = Field(
-        description="Features that pushed the risk up, largest first; only fields sent; empty when a batch "
-        "asked include_reasons=false",
-        examples=[[{"feature": "ida", "value": 5.5, "contribution": 0.412}]],
-    )
-    missing: list[str] = Field(
-        description=(
-            "Request fields the answering variant uses that were not sent (treated as unknown); a derived "
-            "feature is named by the fields it comes from"
-        ),
-        examples=[["mat", "por", "ing"]],
-    )
-    needed: list[str] = Field(
-        description="When risk_label is unknown: the request fields to add for the smallest validated variant",
-        examples=[[]],
-    )
-    upgrade: Upgrade | None = Field(
-        description=(
-            "When a lesser variant answered (or none did): the fields that would let the best variant answer, "
-            "with its out-of-time figures; null when the best variant answered"
-        ),
-        examples=[None],
-    )
-    known_importance: float = Field(
-        ge=0.0,
-        le=1.0,
-        description="Share of the model's global importance carried by the features sent: low means a weak answer",
-        examples=[0.94],
-    )
-    ignored: list[str] = Field(
-        description="Fields sent that this task's model does not use (e.g. inde for current: leakage policy)",
-        examples=[["inde"]],
-    )
-
-
-class BatchPrediction(BaseModel):
-    """The answers, in the order of the students sent."""
-
-    task: str = Field(description="The model that answered every student", examples=["current"])
-    model_version: str = Field(
-        description="Registry version of that model (one model for the whole batch)",
-        examples=["v20261126T145644Z-3e32bf99"],
-    )
-    predictions: list[Prediction] = Field(description="One answer per student, in the order sent")
-
-
-class ErrorDetail(BaseModel):
-    """One thing wrong with a request."""
-
-    field: str = Field(
-        description="Dotted path of the bad field (`students.0.iaa` in a batch), or `body`", examples=["fse"]
-    )
-    rule: str = Field(description="The rule it broke (pydantic's error type)", examples=["extra_forbidden"])
-    message: str = Field(
-        description="What is wrong, in words; for an unknown field, the closest known one",
-        examples=["unknown field 'fse'; did you mean 'fase'?"],
-    )
-
-
-class ErrorResponse(BaseModel):
-    """What a 4xx answers."""
-
-    detail: str = Field(description="Summary of the problem", examples=["invalid request"])
-    errors: list[ErrorDetail] = Field(default=[], description="Each problem found (422); empty for other codes")
-
-
 # A 422 lists this many errors, then how many more: a batch of 1,000 students with 20 unknown fields
 # each has 20,000, and formatting each (with its did-you-mean) on the event loop stalled /health.
 MAX_REPORTED_ERRORS = 50
+
 
 _PEDE_YEAR_SUFFIX = re.compile(r"\s+\d{2}(\d{2})?$")
 

@@ -12,7 +12,7 @@ adds, per connection and before any route or key check runs:
 * a cap on open connections per worker (``PASSOS_MAX_CONNECTIONS``): past it, a new connection
   gets 503 and is closed before anything is read from it.
 
-The body's deadline (``PASSOS_BODY_TIMEOUT_S``) is kept by the ASGI layer (``serving.app.BodyLimit``),
+The body's deadline (``PASSOS_BODY_TIMEOUT_S``) is kept by the ASGI layer (``serving.guards.BodyLimit``),
 which reads the body before the app sees it. Forwarded headers (``X-Forwarded-For``) are trusted
 only from the proxies in ``PASSOS_FORWARDED_ALLOW_IPS``; uvicorn's own default trusts loopback.
 """

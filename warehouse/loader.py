@@ -18,7 +18,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise, map_header
+from features.columns import map_header
+from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise
 from passos.errors import SourceError
 from warehouse.sources import Discovery, YearTable, brief
 
@@ -48,7 +49,7 @@ def plan(discovery: Discovery) -> list[Planned]:
 
 def validate_header(table: YearTable) -> None:
     """Raise :class:`SourceError` naming the missing columns when ``table`` is not a PEDE table."""
-    from features.harmonise import column_map
+    from features.columns import column_map
 
     cmap = column_map()
     mapped = map_header(table.header, table.year, cmap)

@@ -7,6 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from features import harmonise as h
+from features.columns import map_header
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_parse_text_renders_workbook_numbers_like_the_csv() -> None:
 
 def test_map_header_recognises_year_suffixes_for_any_year() -> None:
     header = ["RA", "Fase", "INDE 2025", "Pedra 2025", "INDE 24", "Pedra 24", "IAA", "IEG", "IPS", "Nome"]
-    mapped = h.map_header(header, 2025)
+    mapped = map_header(header, 2025)
     assert mapped.sources["inde"] == [2]
     assert mapped.sources["pedra"] == [3]
     assert "INDE 24" in mapped.ignored and "Nome" in mapped.ignored
@@ -178,7 +179,7 @@ def test_map_header_recognises_year_suffixes_for_any_year() -> None:
 
 def test_map_header_prefers_four_digit_year_and_reports_duplicates() -> None:
     header = ["RA", "Fase", "INDE 23", "INDE 2023", "Destaque IPV", "Destaque IPV", "Idade 22", "Coluna nova"]
-    mapped = h.map_header(header, 2023)
+    mapped = map_header(header, 2023)
     assert mapped.sources["inde"] == [3, 2]
     assert mapped.sources["destaque_ipv"] == [4, 5]
     assert mapped.duplicates == ["Destaque IPV"]
@@ -187,7 +188,7 @@ def test_map_header_prefers_four_digit_year_and_reports_duplicates() -> None:
 
 
 def _rows(header: list[str], *rows: list[str], year: int = 2024) -> h.Harmonised:
-    return h.harmonise(rows, h.map_header(header, year), year, n_columns=len(header))
+    return h.harmonise(rows, map_header(header, year), year, n_columns=len(header))
 
 
 HEADER = ["RA", "Fase", "Idade", "IAA", "IDA", "INDE 2024", "Defasagem", "Fase Ideal", "Data de Nasc"]

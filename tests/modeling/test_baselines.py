@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from modeling.baselines import baseline_flags, compare_with_baselines, recall_at_precision
-from modeling.card import baseline_sections
+from modeling.card_sections import baseline_sections
 from modeling.release import GatePolicy, judge
 from modeling.training import train_candidates
 from passos.settings import Settings

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from features.featuresets import encode_frame, feature_specs
-from modeling.bundle import ModelBundle, fold_boosters
+from modeling.bundle import ModelBundle
+from modeling.folding import fold_boosters
 from modeling.registry import Registry
 from modeling.training import fit_candidate
 from modeling.treeshap import PathTables, UnsupportedTreeError

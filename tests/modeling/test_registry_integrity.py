@@ -66,7 +66,7 @@ def test_a_hand_edited_pointer_serves_nothing_new(registry: Registry, built: tup
 
 
 def test_check_pointer_names_the_version(registry: Registry, built: tuple[Path, str, str]) -> None:
-    from modeling.registry import check_pointer
+    from modeling.registry_checks import check_pointer
 
     meta = registry.metadata("current", built[2])
     with pytest.raises(PromotionRefusedError, match=built[2]):

@@ -16,7 +16,8 @@ import pytest
 
 from passos.errors import IdSaltError
 from passos.settings import Settings
-from serving.app import RateLimit, public_problem
+from serving.deps import public_problem
+from serving.guards import RateLimit
 from serving.server import startup_warnings, uvicorn_options
 from tests.support.service import Running, start_server
 
