@@ -115,6 +115,7 @@ def judge(settings: Settings, result: TrainingResult, champion: dict[str, Any] |
         min_precision=settings.gate_min_precision,
         tolerance=settings.gate_tolerance,
         min_roc_auc=settings.gate_min_roc_auc,
+        min_lift=settings.gate_min_lift,
     )
     verdict.flags = baseline_flags(result.baselines)
     if result.variant == "full":

@@ -22,7 +22,7 @@ def test_a_cross_validated_candidate_does_not_replace_an_out_of_time_champion(se
     assert results["full"].protocol == "grouped_cv"
     judged = champion_on_same_test(registry, frame, "next_year")
     assert judged is not None and judged["protocol"] == "out_of_time"
-    verdicts = gate_task.fn(settings, results, judged, 0.5)
+    verdicts = gate_task.fn(settings, results, judged, 0.5).data
     outcome = register_task.fn(settings, frame, results, verdicts, judged, 0.5)
     assert outcome["accepted"] is True and outcome["held"] is True
     state = final_state([outcome])  # what ops see in the Prefect UI: not green, exit 12
@@ -39,7 +39,7 @@ def test_a_cross_validated_candidate_does_not_replace_an_out_of_time_champion(se
 def test_the_served_artifact_is_checked_and_described(settings: Settings) -> None:
     frame = make_feature_frame("current", n_per_year=250, seed=11)
     results = train_task.fn(settings, frame, "current")
-    verdicts = gate_task.fn(settings, results, None, 0.5)
+    verdicts = gate_task.fn(settings, results, None, 0.5).data
     outcome = register_task.fn(settings, frame, results, verdicts, None, 0.5)
     registry = Registry.from_settings(settings)
     model, meta = registry.load_checked("current", outcome["version"])
@@ -75,7 +75,7 @@ def test_a_failed_artifact_check_blocks_promotion(
     monkeypatch.setattr(train_module, "check_artifact", failing)
     frame = make_feature_frame("current", n_per_year=200, seed=3)
     results = train_task.fn(settings, frame, "current")
-    verdicts = gate_task.fn(settings, results, None, 0.5)
+    verdicts = gate_task.fn(settings, results, None, 0.5).data
     outcome = register_task.fn(settings, frame, results, verdicts, None, 0.5)
     registry = Registry.from_settings(settings)
     assert outcome["accepted"] is False and registry.champion("current") is None
@@ -88,10 +88,14 @@ def test_the_flow_applies_the_roc_auc_floor_of_the_settings(settings: Settings) 
     frame = make_feature_frame("current", n_per_year=200, seed=5)
     results = train_task.fn(settings, frame, "current")
     strict = settings.model_copy(update={"gate_min_roc_auc": 0.999})  # a ranking no candidate reaches
-    verdicts = gate_task.fn(strict, results, None, 0.0)
+    verdicts = gate_task.fn(strict, results, None, 0.0).data
     assert set(verdicts) == set(results)
     for variant, verdict in verdicts.items():
         assert verdict.checks["min_roc_auc"]["limit"] == 0.999, variant
         assert not verdict.accepted and any(reason.startswith("roc_auc") for reason in verdict.reasons), variant
-    relaxed = gate_task.fn(settings.model_copy(update={"gate_min_roc_auc": 0.0}), results, None, 0.0)
+    relaxed = gate_task.fn(settings.model_copy(update={"gate_min_roc_auc": 0.0}), results, None, 0.0).data
     assert all(verdict.checks["min_roc_auc"]["passed"] for verdict in relaxed.values())
+    lifted = gate_task.fn(settings.model_copy(update={"gate_min_lift": 1000.0}), results, None, 0.0).data
+    for variant, verdict in lifted.items():
+        assert verdict.checks["min_lift"]["limit"] == 1000.0, variant
+        assert not verdict.accepted and any(reason.startswith("lift") for reason in verdict.reasons), variant
