@@ -96,7 +96,9 @@ def test_a_model_without_segment_cuts_labels_at_its_single_threshold(champion: A
     answers, _ = answer_rows(model, encode_frame(frame, "next_year"))
     single = {b.variant: b.threshold for b in family(model)}
     assert {a["segment"] for a in answers} == {None}
-    assert [a["threshold"] for a in answers] == [None if a["variant"] is None else single[a["variant"]] for a in answers]
+    assert [a["threshold"] for a in answers] == [
+        None if a["variant"] is None else single[a["variant"]] for a in answers
+    ]
 
 
 def test_client_fields_name_the_sources_of_derived_features() -> None:
@@ -159,3 +161,28 @@ def test_the_readme_table_of_fields_is_the_codes() -> None:
     must_send = required_by_task(readme)
     assert set(must_send) == {"current", "next_year"}
     assert readme_fields_table(must_send) in readme
+
+
+def test_served_figures_show_each_segment_before_and_after_with_the_targets(champion: Any) -> None:
+    model = copy.deepcopy(champion)
+    for bundle in family(model):  # on-track students flagged, students behind now never
+        bundle.metadata["segment_thresholds"] = {BEHIND_NOW: {"threshold": 1.01}, ON_TRACK_NOW: {"threshold": 0.0}}
+    test = make_feature_frame("next_year", years=(2024,), n_per_year=200, seed=9)
+    router = held_out_router(model, model.variants)
+    figures = served_figures(router, test, "next_year", resamples=50)
+    after, before = figures["by_now"], figures["before"]["by_now"]
+    assert after["behind_now"]["flagged"] == 0 and after["behind_now"]["recall"] == 0.0
+    on_track = after["on_track_now"]
+    assert on_track["flag_rate"] == pytest.approx(1 - on_track["shares"]["unknown"])
+    assert on_track["caught"] == on_track["flagged"] - round(on_track["flagged"] * (1 - on_track["precision"]))
+    assert before["behind_now"]["flagged"] > 0
+    assert (
+        figures["segments_answered"]["behind"] == after["behind_now"]["n"] - after["behind_now"]["answered"]["unknown"]
+    )
+    met = {(t["group"], t["metric"]): t for t in figures["targets"]}
+    assert met[("all", "recall")]["value"] == figures["recall"]
+    assert met[("on_track_now", "recall")]["gap"] == pytest.approx(on_track["recall"] - 0.80, abs=1e-3)
+    text = "\n".join(served_lines(figures, test_year=2024))
+    assert "| on track now (defasagem >= 0) | one threshold |" in text
+    assert "| on track now (defasagem >= 0) | per segment |" in text
+    assert "- recall of all students >= 0.90:" in text and ("met (" in text or "missed (" in text)
