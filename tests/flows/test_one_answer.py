@@ -24,7 +24,7 @@ from modeling.registry import Registry
 from passos.cli import app
 from passos.settings import Settings, get_settings
 from serving.schemas import PREDICT_EXAMPLES
-from tests.serving.conftest import start_server
+from tests.support.service import start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.data, pytest.mark.slow]
 

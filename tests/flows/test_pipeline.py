@@ -342,7 +342,7 @@ def test_the_call_list_agrees_with_the_sheet_and_the_next_year_labels(pipeline: 
 def test_the_cards_and_model_show_the_baselines(pipeline: dict) -> None:
     import httpx
 
-    from tests.serving.conftest import start_server
+    from tests.support.service import start_server
 
     settings: Settings = pipeline["settings"]
     registry = Registry.from_settings(settings)
