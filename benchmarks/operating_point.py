@@ -2,7 +2,8 @@
 
 ``next_year`` trained without the latest year's truth (the 2022→2023 pairs), every variant gated
 as the train flow does, scoring the 2023 students through the router of served variants
-(:func:`modeling.scoring.score_rows`), truth from 2024. Rows of the table: students behind now
+(:func:`modeling.scoring.score_rows`, which labels each row at its segment's cut; ``per_segment=False``
+gives the single threshold), truth from 2024. Rows of the table: students behind now
 (``defasagem < 0``) and on track now; 95 % bootstrap intervals (1,000 resamples of the rows).
 
 Usage: ``PASSOS_HOME=var .venv/bin/python -m benchmarks.operating_point`` after ``make run``.
@@ -16,7 +17,7 @@ import pandas as pd
 from features.featuresets import encode_frame
 from flows.train import judge
 from modeling.scoring import score_rows
-from modeling.segments import ON_TRACK_NOW, segment_threshold
+from modeling.segments import ON_TRACK_NOW
 from modeling.training import train_candidates
 from modeling.variants import VARIANT_ORDER
 from passos.settings import get_settings
@@ -74,17 +75,14 @@ def main() -> None:
         }
     primary.variants = [r.best.bundle for n, r in results.items() if n != "full" and r.best.bundle.servable]
     test = frame.loc[(frame["year"] == 2023) & frame["target"].notna()].reset_index(drop=True)
-    scored = score_rows(primary, encode_frame(test, "next_year"), reasons=False)
+    matrix = encode_frame(test, "next_year")
+    scored = score_rows(primary, matrix, reasons=False)
     y = test["target"].to_numpy() == 1.0
     unknown = np.isnan(scored.scores)
-    before = np.array([label == "high" for label in scored.labels()])
-    cuts = np.array(
-        [
-            np.inf if route is None else segment_threshold(route, {"defasagem": d})[1]
-            for route, d in zip(scored.routes, test["defasagem"], strict=True)
-        ]
+    before = np.array(
+        [label == "high" for label in score_rows(primary, matrix, reasons=False, per_segment=False).labels()]
     )
-    after = ~unknown & (np.nan_to_num(scored.scores, nan=-np.inf) >= cuts)
+    after = np.array([label == "high" for label in scored.labels()])
     behind_now = (test["defasagem"] < 0).to_numpy()
     slack = ~behind_now & (test["folga_proximo_ano"] <= 0).to_numpy()
     print("served variants:", [b.variant for b in (primary, *primary.variants)], f"threshold {primary.threshold:.3f}")

@@ -1,7 +1,9 @@
 """The recall gate: the rule that decides whether a candidate model may become champion.
 
 A candidate passes only if it finds enough of the students at risk (recall), does not flood
-the staff with false alarms (precision), and, when a champion exists, is not worse than the
+the staff with false alarms (precision), ranks better than chance by a margin (ROC AUC, and the
+lift of its precision over the test year's base rate: a model that flags nearly everyone has
+the base rate for precision, whatever its recall), and, when a champion exists, is not worse than the
 champion *on the same test data* beyond a small tolerance (recall and ROC AUC).
 """
 
@@ -58,6 +60,7 @@ def evaluate_gate(
     min_precision: float,
     tolerance: float,
     min_roc_auc: float | None = None,
+    min_lift: float | None = None,
 ) -> Verdict:
     """Decide whether a candidate model is good enough to be promoted.
 
@@ -70,6 +73,10 @@ def evaluate_gate(
         tolerance: How far below the champion's recall and ROC AUC the candidate may fall.
         min_roc_auc: Lowest acceptable ROC AUC (None: not checked). A model whose ranking is
             near chance can reach any recall by flagging nearly everyone.
+        min_lift: Lowest acceptable lift, ``precision / prevalence`` (the candidate's precision over
+            the share of students behind in the test year; None: not checked). Needs the
+            candidate's ``prevalence``. A lift near 1 means its flag tells a coordinator little
+            more than the base rate does.
 
     Returns:
         The verdict, with every check and a sentence per failure.
@@ -83,6 +90,8 @@ def evaluate_gate(
     for name, limit in limits:
         if not 0.0 <= limit <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {limit!r}")
+    if min_lift is not None and not min_lift >= 1.0:
+        raise ValueError(f"min_lift must be at least 1 (the base rate's own lift), got {min_lift!r}")
     _require(candidate, ("recall", "precision", "roc_auc"), "candidate")
 
     checks: dict[str, dict[str, Any]] = {
@@ -91,6 +100,9 @@ def evaluate_gate(
     }
     if min_roc_auc is not None:
         checks["min_roc_auc"] = _minimum_check("roc_auc", candidate["roc_auc"], min_roc_auc)
+    if min_lift is not None:
+        _require(candidate, ("prevalence",), "candidate")
+        checks["min_lift"] = _lift_check(candidate["precision"], candidate["prevalence"], min_lift)
     if champion_on_same_test is not None:
         _require(champion_on_same_test, ("recall", "roc_auc"), "champion")
         for metric in ("recall", "roc_auc"):
@@ -165,6 +177,16 @@ def _minimum_check(metric: str, raw: Any, limit: float) -> dict[str, Any]:
     shown, shown_limit = _pair(value, limit)
     relation = ">=" if passed else "<"
     check.update(passed=passed, message=f"{metric} {shown} {relation} minimum {shown_limit}")
+    return check
+
+
+def _lift_check(raw_precision: Any, raw_prevalence: Any, limit: float) -> dict[str, Any]:
+    precision, prevalence = _as_number(raw_precision), _as_number(raw_prevalence)
+    lift = precision / prevalence if precision is not None and prevalence else None
+    check = _minimum_check("lift", lift, limit)
+    check["prevalence"] = prevalence
+    if lift is not None:
+        check["message"] += f" (precision {precision:.3f} over a base rate of {prevalence:.3f})"
     return check
 
 

@@ -44,6 +44,7 @@ class GatePolicy:
     min_precision: float
     tolerance: float
     min_roc_auc: float
+    min_lift: float
 
     @classmethod
     def from_settings(cls, settings: Settings, task_name: str, *, min_recall: float | None = None) -> GatePolicy:
@@ -53,6 +54,7 @@ class GatePolicy:
             min_precision=settings.gate_min_precision,
             tolerance=settings.gate_tolerance,
             min_roc_auc=settings.gate_min_roc_auc,
+            min_lift=settings.gate_min_lift,
         )
 
 
@@ -110,6 +112,7 @@ def judge(policy: GatePolicy, result: TrainingResult, champion: dict[str, Any] |
         min_precision=policy.min_precision,
         tolerance=policy.tolerance,
         min_roc_auc=policy.min_roc_auc,
+        min_lift=policy.min_lift,
     )
     verdict.flags = baseline_flags(result.baselines)
     if result.variant == "full":

@@ -7,7 +7,11 @@ It defines, once, for a champion and its served variants (``ModelBundle.variants
 * "unknown": a row no servable variant can take gets no score, never a guess, and is told which
   request fields would let one answer (:func:`answer_rows`: ``needed``);
 * the score (the answering variant's calibrated probability), the label at *that* variant's
-  threshold (:func:`risk_label`), the percentile in the reference year and the reasons;
+  operating point for the row's segment (:func:`risk_label`, :func:`row_cuts`): students behind now
+  (``defasagem < 0``) and students on track now each have the cut chosen for them in training
+  (``modeling/segments.py``); a row whose ``defasagem`` is unknown, or a variant without per-segment
+  cuts, gets the variant's single threshold, and its answer's ``segment`` is null;
+* the percentile in the reference year and the reasons;
 * the client contract of an answer: ``missing`` and ``needed`` name only fields a request can
   carry (a derived feature is reported as the fields it comes from), and an answer from a lesser
   variant carries ``upgrade``: the fields that would let the best variant answer, with its figures.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,8 +33,11 @@ import numpy as np
 import pandas as pd
 
 from features.featuresets import DERIVED_FROM, encode_frame
+from modeling.segments import BEHIND_NOW, ON_TRACK_NOW, segment_threshold
 
 HIGH, LOW, UNKNOWN = "high", "low", "unknown"
+# The segment an answer names (the keys of a bundle's ``segment_thresholds`` are the sheet's words).
+SEGMENT_NAMES = {BEHIND_NOW: "behind", ON_TRACK_NOW: "on_track"}
 
 
 def risk_label(score: float, threshold: float | None) -> str:
@@ -71,31 +78,66 @@ def route_rows(model: Any, known: np.ndarray) -> tuple[list[Any], np.ndarray]:
     return members, chosen
 
 
+def row_cuts(
+    routes: Sequence[Any], defasagem: np.ndarray, *, per_segment: bool = True
+) -> tuple[list[float | None], list[str | None]]:
+    """Per row, the cut that labels it and the segment whose operating point that cut is.
+
+    Args:
+        routes: the answering variant per row (None: unknown, no cut).
+        defasagem: the row's own ``defasagem`` (NaN where unknown).
+        per_segment: False applies every variant's single threshold (the figures "before").
+
+    Returns:
+        ``(cuts, segments)``: the cut (None for an unknown row) and ``"behind"``, ``"on_track"`` or
+        None (the variant's single threshold applied: unknown ``defasagem``, or no per-segment cuts).
+    """
+    cuts: list[float | None] = []
+    segments: list[str | None] = []
+    for route, value in zip(routes, defasagem.tolist(), strict=True):
+        if route is None:
+            cuts.append(None)
+            segments.append(None)
+            continue
+        stored = (route.metadata or {}).get("segment_thresholds") or {}
+        segment, cut = segment_threshold(route, {"defasagem": value})
+        applied = per_segment and segment in stored
+        cuts.append(cut if applied else float(route.threshold))
+        segments.append(SEGMENT_NAMES[segment] if applied and segment is not None else None)
+    return cuts, segments
+
+
 @dataclass
 class Scored:
     """Per row: the score (NaN when unknown), the variant that answered (None), reasons, percentile,
-    and which features were known."""
+    which features were known, and the cut that labels the row with the segment it belongs to."""
 
     scores: np.ndarray
     routes: list[Any]
     reasons: list[list[dict[str, Any]]]
     percentiles: np.ndarray
     known: np.ndarray
+    cuts: list[float | None] = field(default_factory=list)
+    segments: list[str | None] = field(default_factory=list)
 
     def labels(self) -> list[str]:
-        """``high``/``low`` at the answering variant's threshold, ``unknown`` without one (:func:`risk_label`)."""
-        return [
-            risk_label(score, None if route is None else route.threshold)
-            for score, route in zip(self.scores.tolist(), self.routes, strict=True)
-        ]
+        """``high``/``low`` at the row's cut, ``unknown`` without one (:func:`risk_label`, :func:`row_cuts`)."""
+        return [risk_label(score, cut) for score, cut in zip(self.scores.tolist(), self.cuts, strict=True)]
 
     def variants(self) -> list[str | None]:
         """The name of the variant that answered each row (None: unknown)."""
         return [None if route is None else route.variant for route in self.routes]
 
 
-def score_rows(model: Any, matrix: np.ndarray, *, reasons: bool = True, top: int = 3) -> Scored:
-    """Score an encoded matrix (rows x the task's features): each row by the variant :func:`route_rows` picks."""
+def score_rows(
+    model: Any, matrix: np.ndarray, *, reasons: bool = True, top: int = 3, per_segment: bool = True
+) -> Scored:
+    """Score an encoded matrix (rows x the task's features): each row by the variant :func:`route_rows` picks.
+
+    The row's label applies the answering variant's cut for the row's segment (:func:`row_cuts`,
+    from the row's own ``defasagem`` when the task has it); ``per_segment=False`` applies the
+    single threshold, for the figures that compare the two.
+    """
     known = ~np.isnan(matrix)
     members, chosen = route_rows(model, known)
     n = matrix.shape[0]
@@ -115,7 +157,10 @@ def score_rows(model: Any, matrix: np.ndarray, *, reasons: bool = True, top: int
         scores[rows] = part
         percentiles[rows] = bundle.percentile(part)
     routes = [None if k < 0 else members[k] for k in chosen.tolist()]
-    return Scored(scores, routes, why, percentiles, known)
+    names = list(model.feature_names)
+    defasagem = matrix[:, names.index("defasagem")] if "defasagem" in names else np.full(n, np.nan)
+    cuts, segments = row_cuts(routes, defasagem, per_segment=per_segment)
+    return Scored(scores, routes, why, percentiles, known, cuts, segments)
 
 
 def request_fields(features: Iterable[str], *, known: Collection[str] = (), sent: Collection[str] = ()) -> list[str]:
@@ -157,14 +202,17 @@ def answer_rows(
         top: at most this many reasons per row.
 
     Returns:
-        Per row ``risk_score, risk_label, variant, variant_recall, variant_precision, threshold,
-        percentile, reasons, missing, needed, upgrade``, and the :class:`Scored` they come from.
+        Per row ``risk_score, risk_label, variant, variant_recall, variant_precision, threshold``
+        (the cut that applied), ``segment`` (whose operating point: ``"behind"``, ``"on_track"``,
+        or None for the variant's single threshold), ``percentile, reasons, missing, needed,
+        upgrade``, and the :class:`Scored` they come from.
     """
     scored = score_rows(model, matrix, reasons=reasons, top=top)
     names = list(model.feature_names)
     servable = [b for b in family(model) if b.servable]
     best = servable[0] if servable else None
     out: list[dict[str, Any]] = []
+    labels = scored.labels()
     for i, route in enumerate(scored.routes):
         known = {names[j] for j in np.flatnonzero(scored.known[i]).tolist()}
         given = sent[i] if sent is not None else ()
@@ -189,6 +237,7 @@ def answer_rows(
                     "variant_recall": None,
                     "variant_precision": None,
                     "threshold": None,
+                    "segment": None,
                     "percentile": None,
                     "reasons": [],
                     "missing": request_fields([n for n in names if n not in known], known=known, sent=given),
@@ -204,11 +253,12 @@ def answer_rows(
         out.append(
             {
                 "risk_score": score,
-                "risk_label": risk_label(score, route.threshold),
+                "risk_label": labels[i],
                 "variant": route.variant,
                 "variant_recall": figures.get("recall"),
                 "variant_precision": figures.get("precision"),
-                "threshold": route.threshold,
+                "threshold": scored.cuts[i],
+                "segment": scored.segments[i],
                 "percentile": None if percentile != percentile else round(percentile, 1),
                 "reasons": scored.reasons[i],
                 "missing": request_fields([n for n in seen if n not in known], known=known, sent=given),

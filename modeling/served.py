@@ -9,7 +9,9 @@ routes, over every student of the test year.
 * recall counting "unknown" as missed (no warning reached the student), and recall on the scored rows;
 * precision and ROC-AUC on the scored rows;
 * 95 % bootstrap intervals of those figures (students resampled);
-* for ``next_year``, the same split by students behind now and students on track now.
+* for ``next_year``, the same split by students behind now and students on track now, labelled as
+  served (each segment at its own operating point) and, ``before``, at each variant's single
+  threshold; with the early warning's targets (:data:`TARGETS`) met or missed, and by how much.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ from modeling.variants import VARIANT_ORDER
 RESAMPLES = 1000
 # Groups of next_year's test rows by this year's setback (the target of the operating point).
 NOW_GROUPS = {"behind_now": "behind now (defasagem < 0)", "on_track_now": "on track now (defasagem >= 0)"}
+# The early warning's targets out of time: (group, metric, minimum). The on-track students who
+# fall behind are the ones the sheet does not already name.
+TARGETS = (
+    ("on_track_now", "recall", 0.80),
+    ("on_track_now", "precision", 0.45),
+    ("all", "recall", 0.90),
+)
 
 
 def held_out_router(primary: Any, variants: Sequence[Any]) -> Any:
@@ -58,18 +67,49 @@ def served_figures(
         (see :func:`figures`), and for ``next_year`` ``by_now``: the same per group of :data:`NOW_GROUPS`.
     """
     labelled = test.loc[test["target"].notna()].reset_index(drop=True)
-    scored = score_rows(router, encode_frame(labelled, task), reasons=False)
+    matrix = encode_frame(labelled, task)
+    scored = score_rows(router, matrix, reasons=False)
     y = labelled["target"].to_numpy(dtype=np.float64) == 1.0
     labels = np.asarray(scored.labels(), dtype=object)
     variants = np.asarray([v or UNKNOWN for v in scored.variants()], dtype=object)
     out = figures(y, scored.scores, labels, variants, resamples=resamples, seed=seed)
     if task == "next_year" and "defasagem" in labelled:
+        single = np.asarray(score_rows(router, matrix, reasons=False, per_segment=False).labels(), dtype=object)
         now = labelled["defasagem"].to_numpy(dtype=np.float64)
         masks = {"behind_now": now < 0, "on_track_now": now >= 0}
         out["by_now"] = {
             name: figures(y[m], scored.scores[m], labels[m], variants[m], resamples=resamples, seed=seed)
             for name, m in masks.items()
         }
+        before = figures(y, scored.scores, single, variants, resamples=resamples, seed=seed)
+        before["by_now"] = {
+            name: figures(y[m], scored.scores[m], single[m], variants[m], resamples=resamples, seed=seed)
+            for name, m in masks.items()
+        }
+        out["before"] = before
+        out["segments_answered"] = {
+            name: int(sum(1 for s in scored.segments if s == name)) for name in ("behind", "on_track")
+        }
+        out["targets"] = targets(out)
+    return out
+
+
+def targets(served: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each of :data:`TARGETS` on the served figures: the value, the minimum, met or not, the gap."""
+    out = []
+    for group, metric, minimum in TARGETS:
+        part = served if group == "all" else (served.get("by_now") or {}).get(group) or {}
+        value = part.get(metric)
+        out.append(
+            {
+                "group": group,
+                "metric": metric,
+                "minimum": minimum,
+                "value": value,
+                "met": value is not None and value >= minimum,
+                "gap": None if value is None else round(value - minimum, 3),
+            }
+        )
     return out
 
 
@@ -94,8 +134,9 @@ def figures(
 
     Returns:
         ``n``; ``positives``; ``shares`` (per variant and ``unknown``, of all rows); ``answered``
-        (counts); ``recall`` (unknown counted as missed); ``recall_scored``, ``precision`` and
-        ``roc_auc`` on the scored rows; ``bootstrap_95`` of those four (None where undefined).
+        (counts); ``caught`` and ``flagged`` (counts); ``recall`` (unknown counted as missed);
+        ``recall_scored``, ``precision`` and ``roc_auc`` on the scored rows; ``flag_rate`` (flagged
+        of all rows); ``bootstrap_95`` of those five (None where undefined).
     """
     n = int(y.size)
     names = [*VARIANT_ORDER, UNKNOWN]
@@ -107,6 +148,8 @@ def figures(
         "shares": {name: (count / n if n else None) for name, count in counts.items()},
     }
     out |= _point(y, scores, labels)
+    out["caught"] = int(((labels == HIGH) & y).sum())
+    out["flagged"] = int((labels == HIGH).sum())
     out["bootstrap_95"] = _bootstrap(y, scores, labels, resamples=resamples, seed=seed)
     return out
 
@@ -123,6 +166,7 @@ def _point(y: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict[str, f
         "recall_scored": hits / in_scored if in_scored else None,
         "precision": hits / int(alert.sum()) if alert.any() else None,
         "roc_auc": float(roc_auc_score(y[scored], scores[scored])) if both else None,
+        "flag_rate": int(alert.sum()) / y.size if y.size else None,
     }
 
 
@@ -130,7 +174,7 @@ def _bootstrap(
     y: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, resamples: int, seed: int
 ) -> dict[str, list[float] | None]:
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {"recall": [], "recall_scored": [], "precision": [], "roc_auc": []}
+    draws: dict[str, list[float]] = {"recall": [], "recall_scored": [], "precision": [], "roc_auc": [], "flag_rate": []}
     for _ in range(resamples if y.size else 0):
         pick = rng.integers(0, y.size, y.size)
         for name, value in _point(y[pick], scores[pick], labels[pick]).items():
@@ -195,4 +239,54 @@ def served_lines(figures: Mapping[str, Any] | None, *, test_year: object = None)
     lines.append("| rows | " + " | ".join(FIGURE_HEADER) + " |")
     lines.append("|" + "---|" * (len(FIGURE_HEADER) + 1))
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, *segment_lines(figures)]
+
+
+SEGMENT_HEADER = (
+    "students",
+    "operating point",
+    "n",
+    "behind next year",
+    "caught",
+    "flagged",
+    "recall",
+    "precision",
+    "flag rate",
+)
+
+
+def segment_lines(figures: Mapping[str, Any]) -> list[str]:
+    """The per-segment table, one threshold against the per-segment operating point, and the targets."""
+    before = figures.get("before")
+    if not before:
+        return []
+    lines = [
+        "",
+        "### The early warning per segment",
+        "",
+        "Students behind now (`defasagem < 0`) are named by the sheet; the early warning exists for the "
+        "students on track now who fall behind next year. Before: every variant's single threshold; after: "
+        "each segment's cut chosen on training-side out-of-fold scores (what the service applies). Recall "
+        "counts an unknown answer as missed; precision is of the flagged; flag rate is of all students. "
+        "In brackets: 95 % bootstrap intervals.",
+        "",
+        "| " + " | ".join(SEGMENT_HEADER) + " |",
+        "|" + "---|" * len(SEGMENT_HEADER),
+    ]
+    groups = [("all", None), *((NOW_GROUPS[name], name) for name in NOW_GROUPS)]
+    for label, key in groups:
+        for point, source in (("one threshold", before), ("per segment", figures)):
+            part = source if key is None else (source.get("by_now") or {}).get(key) or {}
+            positives, n = part.get("positives"), part.get("n")
+            share = f" ({positives / n:.0%})" if positives is not None and n else ""
+            row = [label, point, str(n), f"{positives}{share}", str(part.get("caught")), str(part.get("flagged"))]
+            row += [_interval(part, "recall"), _interval(part, "precision"), _interval(part, "flag_rate")]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Targets (per-segment operating point):", ""]
+    for target in figures.get("targets") or []:
+        group = "all students" if target["group"] == "all" else NOW_GROUPS[target["group"]]
+        value = _fmt(target["value"])
+        verdict = "met" if target["met"] else "missed"
+        gap = "n/a" if target["gap"] is None else f"{target['gap']:+.3f}"
+        lines.append(f"- {target['metric']} of {group} >= {target['minimum']:.2f}: {value}, {verdict} ({gap})")
     return lines

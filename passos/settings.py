@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     gate_min_roc_auc: float = Field(
         default=0.70, ge=0.0, le=1.0, description="A model must rank students better than this out of time."
     )
+    gate_min_lift: float = Field(
+        default=1.2,
+        ge=1.0,
+        description="A model's precision must be this many times the test year's base rate (docs/modeling.md).",
+    )
     gate_tolerance: float = Field(default=0.02, ge=0.0, le=1.0, description="Allowed drop vs champion.")
     recall_target: float = Field(default=0.90, ge=0.0, le=1.0, description="Recall the threshold aims for.")
     audit_max_auc: float = Field(default=0.98, ge=0.5, le=1.0, description="Single-feature AUC that flags a leak.")

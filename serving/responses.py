@@ -50,7 +50,8 @@ class Prediction(BaseModel):
     )
     risk_label: Literal["high", "low", "unknown"] = Field(
         description=(
-            "high: risk_score >= threshold, flag the student; low: below it; unknown: the fields sent are too "
+            "high: risk_score >= threshold (the cut of the student's segment), flag the student; low: below it; "
+            "unknown: the fields sent are too "
             "few for any validated model (see needed), so no answer is given"
         ),
         examples=["low"],
@@ -70,7 +71,22 @@ class Prediction(BaseModel):
     variant_precision: float | None = Field(
         description="That variant's precision on its out-of-time test year", examples=[0.61]
     )
-    threshold: float | None = Field(description="The variant's alert threshold on risk_score", examples=[0.2408])
+    threshold: float | None = Field(
+        description=(
+            "The cut risk_label applied: the answering variant's operating point for the student's segment "
+            "(see segment), or its single threshold when segment is null"
+        ),
+        examples=[0.2408],
+    )
+    segment: Literal["behind", "on_track"] | None = Field(
+        default=None,
+        description=(
+            "Whose operating point labelled the student: behind (defasagem < 0) or on_track (defasagem >= 0), "
+            "each with the cut chosen for it in training; null when defasagem is unknown or the model has no "
+            "per-segment cuts (the variant's single threshold applied) or risk_label is unknown"
+        ),
+        examples=["on_track"],
+    )
     percentile: float | None = Field(
         description="Share of the reference year's students (0-100) whose score is at or below this one",
         examples=[71.5],

@@ -108,6 +108,9 @@ def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -
                 assert response.status_code == 200, (ra, response.text)
                 answer = response.json()
                 out[ra] = (answer["risk_label"], answer["risk_score"])
+                now = body.get("defasagem")  # the operating point of the student's own segment labelled it
+                segment = None if now is None or answer["variant"] is None else "behind" if now < 0 else "on_track"
+                assert answer["segment"] == (segment if body["task"] == "next_year" else None), (ra, answer)
             examples = {name: client.post("/predict", json=e["value"]).json() for name, e in PREDICT_EXAMPLES.items()}
             described = client.get("/model").json()
     finally:
@@ -117,6 +120,9 @@ def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -
         assert examples[task]["variant"] == "full" and examples[task]["upgrade"] is None, examples[task]
         served_path = described[task]["served_path"]  # /model reports the figures of the served path
         assert 0.0 <= served_path["shares"]["unknown"] < 0.2 and served_path["recall"] <= served_path["recall_scored"]
+    before = described["next_year"]["served_path"]["before"]  # and each segment before and after
+    assert {t["group"] for t in described["next_year"]["served_path"]["targets"]} == {"all", "on_track_now"}
+    assert set(before["by_now"]) == {"behind_now", "on_track_now"}
     return out
 
 

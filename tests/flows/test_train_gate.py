@@ -97,3 +97,7 @@ def test_the_flow_applies_the_roc_auc_floor_of_the_settings(settings: Settings) 
         settings.model_copy(update={"gate_min_roc_auc": 0.0}), results, None, 0.0
     ).data  # the state's data
     assert all(verdict.checks["min_roc_auc"]["passed"] for verdict in relaxed.values())
+    lifted = gate_task.fn(settings.model_copy(update={"gate_min_lift": 1000.0}), results, None, 0.0).data
+    for variant, verdict in lifted.items():
+        assert verdict.checks["min_lift"]["limit"] == 1000.0, variant
+        assert not verdict.accepted and any(reason.startswith("lift") for reason in verdict.reasons), variant

@@ -144,3 +144,24 @@ def test_a_ranking_near_chance_is_rejected_when_asked() -> None:
     verdict = evaluate_gate(metrics(roc_auc=0.30), None, **LIMITS, min_roc_auc=0.70)
     assert verdict.accepted is False and verdict.reasons == ["roc_auc 0.300 < minimum 0.700"]
     assert "min_roc_auc" not in evaluate_gate(metrics(roc_auc=0.30), None, **LIMITS).checks
+
+
+def test_a_precision_barely_above_the_base_rate_is_turned_away() -> None:
+    """A model that flags 91 % of students at precision .507 where .46 are behind says little."""
+    barely = metrics(recall=0.97, precision=0.507, roc_auc=0.702) | {"prevalence": 0.46}
+    verdict = evaluate_gate(barely, None, **LIMITS, min_roc_auc=0.70, min_lift=1.2)
+    assert verdict.accepted is False
+    assert verdict.checks["min_lift"]["passed"] is False
+    assert verdict.checks["min_lift"]["value"] == pytest.approx(0.507 / 0.46)
+    assert verdict.reasons == ["lift 1.102 < minimum 1.200 (precision 0.507 over a base rate of 0.460)"]
+    useful = evaluate_gate(metrics(precision=0.60) | {"prevalence": 0.40}, None, **LIMITS, min_lift=1.2)
+    assert useful.accepted is True and useful.checks["min_lift"]["value"] == pytest.approx(1.5)
+
+
+def test_the_lift_floor_needs_the_base_rate_and_a_limit_of_at_least_one() -> None:
+    with pytest.raises(ValueError, match="prevalence"):
+        evaluate_gate(metrics(), None, **LIMITS, min_lift=1.2)
+    with pytest.raises(ValueError, match="min_lift"):
+        evaluate_gate(metrics() | {"prevalence": 0.4}, None, **LIMITS, min_lift=0.9)
+    unknown = evaluate_gate(metrics() | {"prevalence": 0.0}, None, **LIMITS, min_lift=1.2)
+    assert unknown.accepted is False and unknown.checks["min_lift"]["value"] is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ import pytest
 from features.featuresets import encode_frame, feature_names
 from modeling.batch import score_table
 from modeling.registry import Registry
-from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame
+from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame, score_rows
+from modeling.segments import BEHIND_NOW, ON_TRACK_NOW
 from modeling.served import held_out_router, served_figures, served_lines
 from modeling.variants import readme_fields_table, required_by_task
 from tests.factories import make_feature_frame, register_model
@@ -48,6 +51,54 @@ def test_vectorised_routing_is_the_bundles_own_rule_for_every_field_set(champion
     got = [None if k < 0 else members[k] for k in chosen.tolist()]
     assert [id(b) for b in got] == [id(b) for b in expected]
     assert {None if b is None else b.variant for b in got} >= {"full", "example", None}
+
+
+def test_every_path_labels_a_row_at_its_segments_cut(champion: Any) -> None:
+    model = copy.deepcopy(champion)
+    for bundle in family(model):
+        bundle.metadata["segment_thresholds"] = {BEHIND_NOW: {"threshold": 1.01}, ON_TRACK_NOW: {"threshold": 0.0}}
+    single = {b.variant: b.threshold for b in family(model)}
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=60, seed=5).drop(columns=["target"])
+    frame.loc[frame.index % 5 == 0, "defasagem"] = np.nan
+    matrix = encode_frame(frame, "next_year")
+    answers, _ = answer_rows(model, matrix)
+    batch = score_table(
+        model, "v", pa.Table.from_pandas(frame, preserve_index=False), task="next_year", scored_at=datetime.now(UTC)
+    ).to_pandas()
+    ranked = score_frame(model, "v", frame, task="next_year").set_index("ra").loc[frame["ra"]]
+    labels = [a["risk_label"] for a in answers]
+    assert batch["risk_label"].tolist() == labels == ranked["risk_label"].tolist()
+    seen = set()
+    for answer, defasagem in zip(answers, frame["defasagem"].tolist(), strict=True):
+        if answer["variant"] is None:
+            assert (answer["segment"], answer["threshold"], answer["risk_label"]) == (None, None, "unknown")
+        elif math.isnan(defasagem):
+            cut = single[answer["variant"]]
+            assert (answer["segment"], answer["threshold"]) == (None, cut)
+            assert answer["risk_label"] == risk_label(answer["risk_score"], cut)
+        else:
+            expected = ("behind", 1.01, "low") if defasagem < 0 else ("on_track", 0.0, "high")
+            assert (answer["segment"], answer["threshold"], answer["risk_label"]) == expected
+        seen.add(answer["segment"])
+    assert seen == {"behind", "on_track", None}
+    before = score_rows(model, matrix, reasons=False, per_segment=False)
+    assert before.segments == [None] * len(frame)
+    assert before.labels() == [
+        "unknown" if a["variant"] is None else risk_label(a["risk_score"], single[a["variant"]]) for a in answers
+    ]
+
+
+def test_a_model_without_segment_cuts_labels_at_its_single_threshold(champion: Any) -> None:
+    model = copy.deepcopy(champion)
+    for bundle in family(model):
+        bundle.metadata["segment_thresholds"] = None
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=30, seed=6).drop(columns=["target"])
+    answers, _ = answer_rows(model, encode_frame(frame, "next_year"))
+    single = {b.variant: b.threshold for b in family(model)}
+    assert {a["segment"] for a in answers} == {None}
+    assert [a["threshold"] for a in answers] == [
+        None if a["variant"] is None else single[a["variant"]] for a in answers
+    ]
 
 
 def test_client_fields_name_the_sources_of_derived_features() -> None:
@@ -110,3 +161,28 @@ def test_the_api_reference_table_of_fields_is_the_codes() -> None:
     must_send = required_by_task(readme)
     assert set(must_send) == {"current", "next_year"}
     assert readme_fields_table(must_send) in readme
+
+
+def test_served_figures_show_each_segment_before_and_after_with_the_targets(champion: Any) -> None:
+    model = copy.deepcopy(champion)
+    for bundle in family(model):  # on-track students flagged, students behind now never
+        bundle.metadata["segment_thresholds"] = {BEHIND_NOW: {"threshold": 1.01}, ON_TRACK_NOW: {"threshold": 0.0}}
+    test = make_feature_frame("next_year", years=(2024,), n_per_year=200, seed=9)
+    router = held_out_router(model, model.variants)
+    figures = served_figures(router, test, "next_year", resamples=50)
+    after, before = figures["by_now"], figures["before"]["by_now"]
+    assert after["behind_now"]["flagged"] == 0 and after["behind_now"]["recall"] == 0.0
+    on_track = after["on_track_now"]
+    assert on_track["flag_rate"] == pytest.approx(1 - on_track["shares"]["unknown"])
+    assert on_track["caught"] == on_track["flagged"] - round(on_track["flagged"] * (1 - on_track["precision"]))
+    assert before["behind_now"]["flagged"] > 0
+    assert (
+        figures["segments_answered"]["behind"] == after["behind_now"]["n"] - after["behind_now"]["answered"]["unknown"]
+    )
+    met = {(t["group"], t["metric"]): t for t in figures["targets"]}
+    assert met[("all", "recall")]["value"] == figures["recall"]
+    assert met[("on_track_now", "recall")]["gap"] == pytest.approx(on_track["recall"] - 0.80, abs=1e-3)
+    text = "\n".join(served_lines(figures, test_year=2024))
+    assert "| on track now (defasagem >= 0) | one threshold |" in text
+    assert "| on track now (defasagem >= 0) | per segment |" in text
+    assert "- recall of all students >= 0.90:" in text and ("met (" in text or "missed (" in text)
