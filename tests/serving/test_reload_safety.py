@@ -143,12 +143,13 @@ class HungRegistry(Registry):
 def test_a_hung_read_stalls_only_its_own_task(registry: Registry, source: tuple[Path, dict[str, list[str]]]) -> None:
     made = source[1]
     hung = HungRegistry(registry.root, "current")
-    holder = ModelHolder(hung, load_timeout_s=0.5)
+    # A healthy load builds the SHAP tables (seconds on a busy machine); the hung one never ends.
+    holder = ModelHolder(hung, load_timeout_s=5.0)
     started = time.monotonic()
     holder.refresh()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15
     assert holder.get("next_year") is not None and holder.get("current") is None
-    assert "took over 0.5 s" in holder.problems["current"]
+    assert "took over 5 s" in holder.problems["current"]
     hung.promote("next_year", made["next_year"][1], reason="meanwhile")
     holder.refresh()  # the stuck load is skipped, the other task reloads
     assert holder.get("next_year").version == made["next_year"][1]  # type: ignore[union-attr]
