@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modeling.registry_files import process_alive
+
 log = logging.getLogger(__name__)
 
 
@@ -136,16 +138,6 @@ class WorkerStatus:
             except (OSError, ValueError):
                 continue  # removed meanwhile, or being replaced
             pid = status.get("pid")
-            if isinstance(pid, int) and pid != self.pid and _alive(pid):
+            if isinstance(pid, int) and pid != self.pid and process_alive(pid):
                 found[pid] = status.get("models") or {}
         return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
