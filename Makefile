@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 DATA ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# pytest-xdist workers for `make test` (one per core here); a test file stays on one worker.
+TEST_WORKERS ?= 2
 # The gate's recall floors are settings (PASSOS_GATE_MIN_RECALL_CURRENT / _NEXT_YEAR, defaults in
 # passos/settings.py): `make run` applies the same gate as the CLI, the schedules and the UI.
 export PASSOS_HOME ?= $(CURDIR)/var
@@ -19,8 +21,9 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing passos and its dependencies into $(VENV) (a few minutes the first time)"
-	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
+	@echo "installing passos and its dependencies into $(VENV) with uv (pip if uv cannot)"
+	$(BIN)/pip install -q -c constraints.txt uv && $(BIN)/uv pip install --python $(BIN)/python -c constraints.txt -e '.[dev]' \
+		|| $(BIN)/pip install --progress-bar on -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed  ## create .venv and install the project
@@ -46,7 +49,7 @@ test: install  ## lint and type-check, then the whole suite with the coverage ga
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest --cov --cov-report=term -q --durations=15
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term -q --durations=15
 
 # Not part of `make test` or CI: every mutant runs its tests again (SLOW=1 adds the real-champion tests).
 mutate: install  ## one-line breaks of the gate, routing, calibration and threshold code, each against its tests

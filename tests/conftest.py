@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from passos.settings import PROJECT_ROOT, Settings, get_settings
-from tests.support.homes import TrainedHome, build_trained_home
+from tests.support.homes import TrainedHome, build_trained_home, shared_trained_home
 from tests.support.prefect import discard_stale_events_workers, stale_events_workers
 
 REAL_DATA = Path(os.environ.get("PASSOS_TEST_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -31,6 +31,21 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     os.environ.pop("PASSOS_HOME", None)
     os.environ.pop("PASSOS_API_KEY", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test its own node id: schemathesis names its test per API operation alike.
+
+    pytest-xdist (``make test`` runs two workers) schedules tests by node id: tests sharing one
+    would collapse into a single test, and most of the fuzzing would silently not run.
+    """
+    for item in items:
+        if item.parent is not None and item.nodeid.rpartition("::")[2] != item.name:
+            item._id = item.parent.id.child(item.name)  # type: ignore[attr-defined]  # pytest keeps no setter
+    seen: set[str] = set()
+    shared = {item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)}
+    if shared:
+        raise pytest.UsageError(f"tests share a node id, so a parallel run would skip some: {sorted(shared)}")
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +78,15 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def trained_home(prefect_harness: None, real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
-    """``passos run``'s pipeline on the real files, once per session: real champions for behavioural tests.
+    """``passos run``'s pipeline on the real files, once per run: real champions for behavioural tests.
 
-    Tests read it; a test that changes a home works on ``trained_home.copy_to(tmp_path / "home")``.
+    Built once however many pytest-xdist workers run (their temporary folders share a parent); each
+    worker reads its own copy. A test that changes a home works on ``trained_home.copy_to(tmp_path / "home")``.
     """
-    return build_trained_home(tmp_path_factory.mktemp("trained-home"), real_data)
+    own = tmp_path_factory.mktemp("trained-home")
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_trained_home(own, real_data)
+    return shared_trained_home(tmp_path_factory.getbasetemp().parent / "trained-home-golden", own, real_data)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from modeling.registry import Registry
 from passos.settings import Settings, get_settings
@@ -73,3 +75,22 @@ def build_trained_home(home: Path, data_dir: Path) -> TrainedHome:
         state = pipeline_flow(data_dir=str(data_dir), return_state=True)
         result = state.result(raise_on_failure=False)  # type: ignore[attr-defined]  # a State, run synchronously
     return TrainedHome(settings, state, result)
+
+
+def shared_trained_home(golden: Path, own: Path, data_dir: Path) -> TrainedHome:
+    """:func:`build_trained_home` once per test run, however many pytest-xdist workers ask; a copy each.
+
+    The first worker to ask builds the home at ``golden`` under a file lock (the others wait for it),
+    then every worker gets its own copy at ``own``: tests change their session's home (a rejected
+    candidate, a forced drift check), and no worker sees another's changes. ``golden`` is never
+    written after it is built, so paths recorded inside it (reports, call list) stay valid.
+    """
+    built = golden / "built.pickle"
+    with FileLock(f"{golden}.lock"):
+        if not built.exists():
+            home = build_trained_home(golden / "home", data_dir)
+            built.write_bytes(pickle.dumps((home.state, home.result)))
+    state, result = pickle.loads(built.read_bytes())
+    shutil.copytree(golden / "home", own, ignore=shutil.ignore_patterns("prefect", "*.lock"), dirs_exist_ok=True)
+    with home_settings(own, TRAINED_ENV) as settings:
+        return TrainedHome(settings, state, result)
