@@ -214,7 +214,7 @@ def test_every_path_gives_every_student_of_a_year_the_api_answer(
         assert summary["rows"] == len(requests)
         assert_same(api, labelled(read_scores(out)), f"passos batch-score ({where})")
 
-    counts = pd.Series([label for label, _ in api.values()]).value_counts().to_dict()
+    counts = pd.Series([answer.label for answer in api.values()]).value_counts().to_dict()
     assert counts.get("high", 0) > 0 and counts.get("low", 0) > 0 and counts.get("unknown", 0) >= 1, counts
 
 
