@@ -6,8 +6,10 @@ one Parquet part. Parts are written into a hidden staging folder that :func:`pub
 into place once every partition is done, so a reader never sees half a result. The flow
 (``flows/batch_score.py``) says where the partitions run: local threads or a Dask cluster.
 
-Output columns: ``ra, year, task, model_version, risk_score, risk_label, scored_at`` (plus
-``reasons``, a JSON list, when asked: LightGBM SHAP reasons cost ~0.1-0.25 s per 1,000 rows).
+Output columns: ``ra, year, task, model_version, risk_score, risk_label, variant, segment,
+scored_at`` (plus ``reasons``, a JSON list, when asked: LightGBM SHAP reasons cost ~0.1-0.25 s per
+1,000 rows); ``variant`` and ``segment`` are the served variant that answered and whose operating
+point labelled the row, as ``/predict`` names them.
 Every row is routed and labelled by the scoring core (``modeling/scoring.py``), as ``/predict``
 answers it: a row no served variant can take has a null ``risk_score`` and ``risk_label`` "unknown".
 There is no global rank: sort by ``risk_score`` when reading (``rank`` is per year in
@@ -137,6 +139,8 @@ def score_table(
         "model_version": pa.repeat(version, rows),
         "risk_score": pa.array(scored.scores, mask=np.isnan(scored.scores), type=pa.float64()),
         "risk_label": pa.array(scored.labels(), type=pa.string()),
+        "variant": pa.array(scored.variants(), type=pa.string()),
+        "segment": pa.array(scored.segments, type=pa.string()),
     }
     if reasons:
         columns["reasons"] = pa.array([json.dumps(r, ensure_ascii=False) for r in scored.reasons], type=pa.string())

@@ -273,9 +273,11 @@ def score_frame(model: Any, version: str, frame: pd.DataFrame, *, task: str, top
     """Score every row of ``frame`` (a ``features_<task>`` view slice), ranked by risk.
 
     Returns:
-        Columns ``ra, year, task, model_version, risk_score, risk_label, rank, reasons, scored_at``
-        (the ``risk_scores`` table), highest risk first; ``reasons`` is a JSON list. A row no
-        served variant can take has a null ``risk_score`` and ``risk_label`` "unknown", ranked last.
+        Columns ``ra, year, task, model_version, risk_score, risk_label, rank, reasons, scored_at,
+        variant, segment`` (the ``risk_scores`` table), highest risk first; ``reasons`` is a JSON
+        list; ``variant`` and ``segment`` are those an :func:`answer_rows` answer names. A row no
+        served variant can take has a null ``risk_score``, ``variant`` and ``segment`` and
+        ``risk_label`` "unknown", ranked last.
     """
     matrix = encode_frame(frame, task)
     scored = (
@@ -293,6 +295,8 @@ def score_frame(model: Any, version: str, frame: pd.DataFrame, *, task: str, top
             "risk_label": scored.labels(),
             "reasons": [json.dumps(r, ensure_ascii=False) for r in scored.reasons],
             "scored_at": datetime.now(UTC).replace(tzinfo=None),
+            "variant": scored.variants(),
+            "segment": scored.segments,
         }
     )
     out = out.sort_values(["risk_score", "ra"], ascending=[False, True], kind="stable", na_position="last")

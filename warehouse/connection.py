@@ -17,7 +17,16 @@ from warehouse.descriptions import apply_comments
 
 log = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-SCHEMA_FILES = ("schema", "feature_base", "features_current", "features_next_year", "outcomes", "at_risk", "call_list")
+SCHEMA_FILES = (
+    "schema",
+    "feature_base",
+    "features_current",
+    "features_next_year",
+    "outcomes",
+    "risk_reasons",
+    "at_risk",
+    "call_list",
+)
 
 
 def sql(name: str) -> str:

@@ -1,7 +1,8 @@
 """One student, one answer: every path scores the real students of a year exactly as `/predict` does.
 
-`/predict` over real HTTP, `passos score`, `passos batch-score` on local threads and on a Dask
-cluster: the same label ("unknown" included) and the same score (within 1e-6) for every student.
+`/predict` over real HTTP, `passos score` (``risk_scores`` and the views over it), `passos
+batch-score` on local threads and on a Dask cluster: the same label ("unknown" included), the same
+score (within 1e-6), and the same variant and segment for every student.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import httpx
@@ -50,6 +51,15 @@ RAW = (
 )
 THIS_YEAR = ("defasagem", "ian", "inde")
 LAST_YEAR = ("prev_defasagem", "prev_inde", "prev_ida")
+
+
+class Answer(NamedTuple):
+    """What a path says of one student; ``variant`` and ``segment`` are None where the path does not say."""
+
+    label: str
+    score: float | None
+    variant: str | None = None
+    segment: str | None = None
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +107,7 @@ def requests_of_year(settings: Settings, task: str, year: int) -> dict[str, dict
     return out
 
 
-def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -> dict[str, tuple[str, float]]:
+def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -> dict[str, Answer]:
     served = Settings(home=settings.home, rate_limit_per_s=0)
     server, thread, url = start_server(served)
     try:
@@ -107,7 +117,7 @@ def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -
                 response = client.post("/predict", json=body)
                 assert response.status_code == 200, (ra, response.text)
                 answer = response.json()
-                out[ra] = (answer["risk_label"], answer["risk_score"])
+                out[ra] = Answer(answer["risk_label"], answer["risk_score"], answer["variant"], answer["segment"])
                 now = body.get("defasagem")  # the operating point of the student's own segment labelled it
                 segment = None if now is None or answer["variant"] is None else "behind" if now < 0 else "on_track"
                 assert answer["segment"] == (segment if body["task"] == "next_year" else None), (ra, answer)
@@ -126,23 +136,40 @@ def answers_over_http(settings: Settings, requests: dict[str, dict[str, Any]]) -
     return out
 
 
-def labelled(frame: pd.DataFrame) -> dict[str, tuple[str, float]]:
+def _value(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def labelled(frame: pd.DataFrame) -> dict[str, Answer]:
+    """Per student, the label and score of a path's rows, with the variant and segment when it has them."""
+    routed = {"variant", "segment"} <= set(frame.columns)
     return {
-        str(ra): (label, None if score is None or (isinstance(score, float) and math.isnan(score)) else float(score))
-        for ra, label, score in zip(frame["ra"], frame["risk_label"], frame["risk_score"], strict=True)
+        str(row["ra"]): Answer(
+            row["risk_label"],
+            None if _value(row["risk_score"]) is None else float(row["risk_score"]),
+            _value(row["variant"]) if routed else None,
+            _value(row["segment"]) if routed else None,
+        )
+        for row in frame.to_dict("records")
     }
 
 
-def assert_same(reference: dict[str, tuple[str, float]], other: dict[str, tuple[str, float]], path: str) -> None:
+def assert_same(reference: dict[str, Answer], other: dict[str, Answer], path: str, *, routed: bool = True) -> None:
+    """``other`` gives every student of ``reference`` its label and score, and its variant and segment when ``routed``."""
     assert sorted(other) == sorted(reference), path
-    labels = [ra for ra in reference if reference[ra][0] != other[ra][0]]
+    labels = [ra for ra in reference if reference[ra].label != other[ra].label]
     assert not labels, f"{path}: {len(labels)} students labelled differently, e.g. {labels[:5]}"
-    for ra, (label, score) in reference.items():
-        theirs = other[ra][1]
-        if label == "unknown":
-            assert score is None and theirs is None, (path, ra)
+    for ra, answer in reference.items():
+        theirs = other[ra].score
+        if answer.label == "unknown":
+            assert answer.score is None and theirs is None, (path, ra)
         else:
-            assert theirs is not None and abs(theirs - score) <= 1e-6, (path, ra, score, theirs)
+            assert theirs is not None and abs(theirs - answer.score) <= 1e-6, (path, ra, answer.score, theirs)
+    if routed:
+        routes = [ra for ra in reference if reference[ra][2:] != other[ra][2:]]
+        assert not routes, (
+            f"{path}: {len(routes)} students routed differently, e.g. {[(ra, reference[ra], other[ra]) for ra in routes[:3]]}"
+        )
 
 
 @pytest.mark.parametrize("task", ["current", "next_year"])
@@ -157,13 +184,24 @@ def test_every_path_gives_every_student_of_a_year_the_api_answer(
     assert scored.exit_code == 0, scored.output
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         table = con.execute(
-            "select ra, risk_label, risk_score from risk_scores where task = ? and year = ?", [task, YEAR]
+            "select ra, risk_label, risk_score, variant, segment from risk_scores where task = ? and year = ?",
+            [task, YEAR],
         ).df()
         outcomes = con.execute(
             "select ra, risk_label, risk_score from outcomes where task = ? and year = ?", [task, YEAR]
         ).df()
+        # The analysts' views show the variant (and next_year's segment) that risk_scores holds.
+        shown = (
+            "select ra, risk_label, risk_score, variant, segment from call_list where risk_label != 'not scored'"
+            if task == "next_year"
+            else "select ra, 'high' as risk_label, risk_now as risk_score, variant_now as variant, "
+            "null as segment from at_risk where flagged_by in ('current', 'both')"
+        )
+        view = con.execute(shown).df()
     assert_same(api, labelled(table), "passos score")
-    assert_same({ra: api[ra] for ra in outcomes["ra"]}, labelled(outcomes), "the outcomes view")
+    assert_same({ra: api[ra] for ra in outcomes["ra"]}, labelled(outcomes), "the outcomes view", routed=False)
+    assert len(view) > 0 and set(view["variant"]) >= {"full"}, view
+    assert_same({ra: api[ra] for ra in view["ra"]}, labelled(view), "call_list" if task == "next_year" else "at_risk")
 
     for where, extra in (("local", []), ("dask", ["--dask-address", dask_address])):
         out = tmp_path / f"batch-{where}"
@@ -176,7 +214,7 @@ def test_every_path_gives_every_student_of_a_year_the_api_answer(
         assert summary["rows"] == len(requests)
         assert_same(api, labelled(read_scores(out)), f"passos batch-score ({where})")
 
-    counts = pd.Series([label for label, _ in api.values()]).value_counts().to_dict()
+    counts = pd.Series([answer.label for answer in api.values()]).value_counts().to_dict()
     assert counts.get("high", 0) > 0 and counts.get("low", 0) > 0 and counts.get("unknown", 0) >= 1, counts
 
 

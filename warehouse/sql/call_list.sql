@@ -1,7 +1,7 @@
 -- Whom to call: the latest scored year's students in two categories, each ranked by risk.
 -- "behind now" is a fact from the sheet (defasagem < 0); "newly at risk" is a prediction: an
 -- on-track student (defasagem >= 0) whom the next_year model labels high. Reasons are the
--- next_year model's, in words (the comments of feature_base's columns, as in at_risk).
+-- next_year model's, in words (from the view risk_reasons, as at_risk's).
 create or replace view call_list as
 with
 latest as (
@@ -22,8 +22,9 @@ categorised as (
         st.defasagem,
         s.risk_score,
         s.risk_label,
-        s.reasons,
         s.model_version,
+        s.variant,
+        s.segment,
         s.scored_at,
         case
             when st.defasagem < 0 then 'behind now'
@@ -35,39 +36,6 @@ categorised as (
 ),
 listed as (
     select * from categorised where category is not null
-),
-items as (
-    select
-        ra,
-        unnest(
-            from_json(coalesce(reasons, '[]'), '[{"feature": "VARCHAR", "value": "JSON", "contribution": "DOUBLE"}]')
-        ) as item,
-        generate_subscripts(
-            from_json(coalesce(reasons, '[]'), '[{"feature": "VARCHAR", "value": "JSON", "contribution": "DOUBLE"}]'), 1
-        ) as position
-    from listed
-),
-glossary as (
-    select column_name as feature, comment as words
-    from duckdb_columns()
-    where database_name = current_database() and schema_name = 'main' and table_name = 'feature_base'
-),
-worded as (
-    select
-        i.ra,
-        string_agg(
-            coalesce(g.words, i.item.feature) || ' = ' || case
-                when i.item.value is null or json_type(i.item.value) = 'NULL' then 'unknown'
-                when json_type(i.item.value) = 'VARCHAR' then i.item.value ->> '$'
-                else round(try_cast(i.item.value as double), 2)::varchar
-            end,
-            '; '
-            order by i.position
-        ) as reasons
-    from items as i
-    left join glossary as g on g.feature = i.item.feature
-    where i.item.contribution > 0
-    group by i.ra
 ),
 final as (
     select
@@ -84,9 +52,11 @@ final as (
         coalesce(c.risk_label, 'not scored') as risk_label,
         coalesce(w.reasons, '') as reasons,
         c.model_version,
+        c.variant,
+        c.segment,
         c.scored_at
     from listed as c
-    left join worded as w on w.ra = c.ra
+    left join risk_reasons as w on w.ra = c.ra and w.year = c.year and w.task = 'next_year'
 )
 select * from final
 order by category = 'newly at risk' desc, rank;

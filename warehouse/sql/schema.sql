@@ -104,8 +104,14 @@ create table if not exists risk_scores (
     rank integer not null,
     reasons varchar,
     scored_at timestamp not null,
+    variant varchar,  -- the served variant that answered; null when none could (risk_label unknown)
+    segment varchar,  -- whose operating point labelled the row: behind, on_track, or null (single threshold)
     primary key (ra, year, task)
 );
+-- A risk_scores table made without variant and segment gets them here, at the end as above, so a
+-- warehouse opened for writing has the same columns in the same order however old its file is.
+alter table risk_scores add column if not exists variant varchar;
+alter table risk_scores add column if not exists segment varchar;
 
 -- The online prediction log, loaded from $PASSOS_HOME/predictions/*.jsonl (append-only files).
 create table if not exists predictions (
