@@ -23,6 +23,9 @@ from typing import IO, Any
 
 log = logging.getLogger(__name__)
 SERVER_MARK = b"prefect.server.api.server:create_app"
+# Prefect waits 20 s for its temporary server by default: too short on a busy 2-core machine. Used
+# unless PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is set.
+STARTUP_TIMEOUT_S = 90
 _watchdogs: list[subprocess.Popen[bytes]] = []
 
 
@@ -78,7 +81,8 @@ def start_guarded_server() -> int | None:
         return process
 
     server._run_uvicorn_command = spawn_watched  # type: ignore[method-assign]
-    server.start()
+    configured = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ
+    server.start(timeout=None if configured else STARTUP_TIMEOUT_S)
     assert server.server_process is not None
     return server.server_process.pid
 
