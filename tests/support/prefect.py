@@ -39,8 +39,9 @@ def events_worker_urls() -> list[str]:
     from prefect.events.worker import EventsWorker
 
     urls = []
+    # The registry is shared by every queue service of the process (concurrency slots, ...): events workers only.
     for worker in list(EventsWorker._instances.values()):  # type: ignore[misc]  # the process-wide registry
-        if getattr(worker, "_stopped", True):
+        if not isinstance(worker, EventsWorker) or getattr(worker, "_stopped", True):
             continue
         url = getattr(getattr(worker, "_client", None), "_api_url", None) or dict(worker.client_options).get("api_url")
         if isinstance(url, str):
@@ -59,7 +60,7 @@ def discard_stale_events_workers() -> None:
 
     stale = set(stale_events_workers())
     for worker in list(EventsWorker._instances.values()):  # type: ignore[misc]  # the process-wide registry
-        if getattr(getattr(worker, "_client", None), "_api_url", None) in stale:
+        if isinstance(worker, EventsWorker) and getattr(getattr(worker, "_client", None), "_api_url", None) in stale:
             with worker._queue.mutex:
                 worker._queue.queue.clear()
             worker._stop()
