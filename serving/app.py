@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from passos.settings import Settings, get_settings
 from serving.deps import STATUS_STALE_S, Services
@@ -25,6 +26,7 @@ from serving.docs import add_offline_docs
 from serving.guards import add_guards
 from serving.ops_routes import router as ops_router
 from serving.predict_routes import router as predict_router
+from serving.responses import error_body, unreadable_body
 from serving.schemas import MAX_REPORTED_ERRORS, did_you_mean
 from serving.server import startup_warnings
 
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.include_router(ops_router)  # /, /health, the model cards, /ready, /model
     app.include_router(predict_router)
     app.mount("/reports", StaticFiles(directory=current.reports_dir, html=True, check_dir=False), name="reports")
@@ -117,4 +120,15 @@ async def validation_error(_: Request, error: RequestValidationError) -> JSONRes
     if len(found) > MAX_REPORTED_ERRORS:
         more = len(found) - MAX_REPORTED_ERRORS
         errors.append({"field": "body", "rule": "too_many_errors", "message": f"{more} more errors not listed"})
-    return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+    return JSONResponse(status_code=422, content=error_body("invalid request", errors))
+
+
+async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+    """Every other error in the same shape, ``errors`` empty; a body FastAPI could not parse is a 422 like bad JSON.
+
+    FastAPI answers 400 "There was an error parsing the body", raised from the parser's exception,
+    for what its JSON decoding does not catch itself: bytes that are not UTF-8, nesting too deep.
+    """
+    if error.status_code == 400 and error.__cause__ is not None:
+        return JSONResponse(status_code=422, content=unreadable_body(error.__cause__))
+    return JSONResponse(status_code=error.status_code, content=error_body(str(error.detail)), headers=error.headers)

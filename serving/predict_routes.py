@@ -33,8 +33,7 @@ NOT_FEATURES = frozenset({"task", "student_id", "year", "ano_ingresso", "data_na
 # Which worker process answered (`passos serve --workers N`): a header on the prediction routes.
 WORKER_HEADER = "x-worker-pid"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "body is not decodable"},
-    422: {"model": ErrorResponse, "description": "a field is invalid or unknown"},
+    422: {"model": ErrorResponse, "description": "a field is invalid or unknown, or the body is not JSON"},
     401: UNAUTHORIZED,
     413: {"model": ErrorResponse, "description": "body or batch over the limit"},
     429: {"model": ErrorResponse, "description": "rate limit (PASSOS_RATE_LIMIT_PER_S) exceeded"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -155,3 +155,19 @@ class ErrorResponse(BaseModel):
 
     detail: str = Field(description="Summary of the problem", examples=["invalid request"])
     errors: list[ErrorDetail] = Field(default=[], description="Each problem found (422); empty for other codes")
+
+
+def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """An :class:`ErrorResponse` as the JSON a 4xx sends."""
+    return {"detail": detail, "errors": errors or []}
+
+
+def unreadable_body(cause: BaseException) -> dict[str, Any]:
+    """The 422 for a body that is not JSON at all: bytes that are not UTF-8, or nesting past the parser's depth."""
+    if isinstance(cause, UnicodeDecodeError):
+        message = f"body is not UTF-8: byte 0x{cause.object[cause.start]:02x} at offset {cause.start}"
+    elif isinstance(cause, RecursionError):
+        message = "JSON nested too deep"
+    else:
+        message = "body is not readable JSON"
+    return error_body("invalid request", [{"field": "body", "rule": "json_invalid", "message": message}])
