@@ -21,6 +21,7 @@ import pandas as pd
 from features.columns import map_header
 from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise
 from passos.errors import SourceError
+from passos.file_modes import make_folders, restrict_tree
 from warehouse.sources import Discovery, YearTable, brief
 
 log = logging.getLogger(__name__)
@@ -275,10 +276,11 @@ def _agreement(a: list[dict[str, Any]], other: YearTable) -> str:
 
 def export_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> Path:
     """Export ``students`` to ``directory/students/year=YYYY/*.parquet``, swapping the folder atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folders(directory)
     final = directory / "students"
     staging = directory / f".students-{uuid.uuid4().hex[:8]}"
     con.execute(f"copy (select * from students order by year, ra) to '{staging}' (format parquet, partition_by (year))")
+    restrict_tree(staging)  # before it takes the published name
     old = directory / f".old-{uuid.uuid4().hex[:8]}"
     if final.exists():
         final.rename(old)
