@@ -30,6 +30,9 @@ def ingest(
 
     summary = ingest_flow(sources=[str(s) for s in source] if source else None)
     print_rows(summary, ["source", "year", "status", "rows_read", "rows_loaded", "rows_quarantined", "dq_issues"])
+    for row in summary:
+        if row["status"] == "loaded" and row["note"]:  # loaded, with something to know (formulas without values)
+            typer.echo(f"warning: {row['source']}: {row['note']}", err=True)
     failed = [str(row["source"]) for row in summary if row["status"] == "failed"]
     if failed:
         raise fail(
