@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from serving.responses import unreadable_message
 from tests.support.service import Running
 
 ROUTES = ["/predict", "/predict/batch"]
@@ -47,3 +48,8 @@ def test_every_error_of_the_service_has_the_same_shape(service: Running) -> None
             assert answer.status_code == status, answer.text
             assert set(answer.json()) == {"detail", "errors"} and answer.json()["errors"] == []
         assert client.get("/predict").headers["allow"] == "POST"  # what the default handler sends, kept
+
+
+def test_an_unreadable_body_says_why() -> None:
+    assert unreadable_message(RecursionError()) == "JSON nested too deep"
+    assert unreadable_message(ValueError("anything else")) == "body is not readable JSON"

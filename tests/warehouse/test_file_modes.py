@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from passos.file_modes import PRIVATE_FILE, PRIVATE_FOLDER, make_folders
+from passos.file_modes import PRIVATE_FILE, PRIVATE_FOLDER, make_folders, restrict_file
 from passos.settings import Settings
 from tests.warehouse.test_loader import ingest, row, write_year
 from warehouse import loader
@@ -81,3 +81,8 @@ def test_a_warehouse_made_before_is_tightened_and_a_folder_made_by_its_owner_is_
     make_folders(tmp_path / "a" / "b")
     assert mode(tmp_path / "a") == mode(tmp_path / "a" / "b") == 0o750
     make_folders(tmp_path / "a" / "b")  # already there: nothing to do
+
+
+def test_a_file_whose_mode_cannot_be_set_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    restrict_file(tmp_path / "gone.duckdb", new=True)
+    assert "cannot set the mode of" in caplog.text and "gone.duckdb" in caplog.text
