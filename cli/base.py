@@ -212,15 +212,19 @@ def start_flows(message: str) -> None:
 
     Called by each flow command after its arguments were checked: a bad argument never waits for
     a server. Without ``PREFECT_API_URL`` the server is started here with a watchdog, so that it
-    never outlives the command (cli/server_guard.py).
+    never outlives the command (cli/server_guard.py). Runs that a killed command left Running are
+    set to Crashed (cli/crashed_runs.py).
     """
     progress(message)
     import prefect  # noqa: F401  (Prefect configures its loggers on import: adjust them after)
 
+    from cli.crashed_runs import crash_orphaned_runs_now
     from cli.server_guard import start_guarded_server
 
     configure_prefect_logging()
     start_guarded_server()
+    for crashed in crash_orphaned_runs_now():
+        typer.secho(f"warning: {crashed} was left Running by a process that is gone: set to Crashed", err=True)
 
 
 def progress(message: str) -> None:

@@ -30,6 +30,9 @@ def ingest(
 
     summary = ingest_flow(sources=[str(s) for s in source] if source else None)
     print_rows(summary, ["source", "year", "status", "rows_read", "rows_loaded", "rows_quarantined", "dq_issues"])
+    for row in summary:
+        if row["status"] == "loaded" and row["note"]:  # loaded, with something to know (formulas without values)
+            typer.echo(f"warning: {row['source']}: {row['note']}", err=True)
     failed = [str(row["source"]) for row in summary if row["status"] == "failed"]
     if failed:
         raise fail(
@@ -42,13 +45,14 @@ def ingest(
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query over the analysts' database.")],
     output_format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
-    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown in table format.")] = 100,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows read and shown in table format.")] = 100,
 ) -> None:
     """Run a query on $PASSOS_HOME/analytics.duckdb (never blocks a flow) and print the result.
 
     Read-only: the query sees that database and nothing else (no files, no network, no ATTACH).
     """
     import duckdb
+    import pandas as pd
 
     from passos.settings import get_settings
     from warehouse.connection import connect_analyst
@@ -59,7 +63,16 @@ def sql(
         raise fail(f"no analysts' database at {settings.analytics_path}: {hint}", ExitCode.USAGE)
     try:
         with connect_analyst(settings.analytics_path) as con:
-            frame = con.execute(query).df()
+            try:
+                result = con.sql(query)
+            except duckdb.Error:
+                con.execute(query)  # raises it again, with the query line and the caret under the mistake
+                raise
+            if result is None:  # a statement without a result set: nothing to print
+                return
+            # In a table the limit reaches DuckDB's plan, so it computes no more than these rows; one
+            # more than shown says whether rows were cut.
+            frame = (result.limit(max_rows + 1) if output_format is OutputFormat.table else result).df()
     except duckdb.Error as error:
         raise fail(sql_error_text(error), ExitCode.USAGE) from None
     if output_format is OutputFormat.csv:
@@ -69,12 +82,14 @@ def sql(
     elif output_format is OutputFormat.json:
         typer.echo(frame.to_json(orient="records", date_format="iso", force_ascii=False))
     else:
-        import pandas as pd
-
         with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 200):
             typer.echo(frame.head(max_rows).to_string(index=False))
         if len(frame) > max_rows:
-            typer.echo(f"... {len(frame)} rows in all (showing {max_rows})")
+            rows = "row" if max_rows == 1 else "rows"
+            typer.echo(
+                f"... more than {max_rows} {rows}: showing the first {max_rows}"
+                " (raise --max-rows, or --format csv for all)"
+            )
 
 
 def sql_error_text(error: Exception) -> str:

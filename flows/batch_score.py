@@ -20,6 +20,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from features.featuresets import TASKS
+from flows.run_owner import record_process
 from modeling.batch import (
     Partition,
     check_columns,
@@ -69,7 +70,7 @@ def task_runner(settings: Settings, dask_address: str | None = None) -> TaskRunn
     return ThreadPoolTaskRunner(max_workers=settings.batch_workers or os.cpu_count() or 1)
 
 
-@flow(name="batch-score")
+@flow(name="batch-score", on_running=[record_process])
 def batch_score_flow(
     task: str = "current",
     source: str | None = None,

@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed
 from features.featuresets import TASKS
 from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
+from flows.run_owner import record_process
 from flows.train import TaskChoice
 from modeling.registry import Registry
 from modeling.release import fit_years
@@ -131,7 +132,7 @@ def record_task(settings: Settings, row: dict[str, Any]) -> None:
         replace_rows(con, "drift_reports", pd.DataFrame([row]))
 
 
-@flow(name="drift")
+@flow(name="drift", on_running=[record_process])
 def drift_flow(
     task: TaskChoice = "all",
     year: int | None = None,

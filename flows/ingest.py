@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.refresh import refresh_analytics_task
+from flows.run_owner import record_process
 from passos.settings import Settings, get_settings
 from warehouse import loader
 from warehouse.connection import connect
@@ -51,7 +52,7 @@ def load_task(settings: Settings, run_id: str, sources: list[str]) -> list[dict[
     return loader.summary(results)
 
 
-@flow(name="ingest", log_prints=False)
+@flow(name="ingest", on_running=[record_process], log_prints=False)
 def ingest_flow(sources: list[str] | None = None) -> list[dict[str, Any]]:
     """Load PEDE files (folders of ``pede_YYYY.csv``, single CSVs, workbooks) into the warehouse.
 

@@ -11,6 +11,7 @@ from features.featuresets import TASKS
 from flows.call_list import call_list_task
 from flows.drift import drift_flow
 from flows.ingest import ingest_flow
+from flows.run_owner import record_process
 from flows.score import score_flow
 from flows.train import train_flow
 from modeling.registry import Registry
@@ -25,7 +26,7 @@ def _result(state: State[Any]) -> Any:
     return result
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", on_running=[record_process])
 def pipeline_flow(data_dir: str | None = None) -> Any:
     """Run every stage in order on ``data_dir`` (default ``PASSOS_DATA_DIR``).
 

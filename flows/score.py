@@ -9,6 +9,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from flows.refresh import refresh_analytics_task
+from flows.run_owner import record_process
 from modeling.registry import Registry
 from modeling.scoring import HIGH, score_frame
 from passos.errors import ModelNotFoundError
@@ -56,7 +57,7 @@ def write_scores(settings: Settings, scores: pd.DataFrame, out: str | None) -> i
     return len(scores)
 
 
-@flow(name="score")
+@flow(name="score", on_running=[record_process])
 def score_flow(task: str = "current", year: int | None = None, out: str | None = None) -> dict[str, Any]:
     """Score one year's students (default the latest) with ``task``'s champion, ranked by risk."""
     settings = get_settings()

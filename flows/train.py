@@ -13,6 +13,7 @@ from prefect.states import Completed, Failed, State
 from features.featuresets import TASKS
 from flows.refresh import refresh_analytics_task
 from flows.run_logs import project_logs
+from flows.run_owner import record_process
 from modeling.calibration import CalibrationError
 from modeling.gate import Verdict
 from modeling.registry import Registry
@@ -118,7 +119,7 @@ def sync_registry_task(settings: Settings) -> int:
     return sync_registry_table(settings)
 
 
-@flow(name="train")
+@flow(name="train", on_running=[record_process])
 def train_flow(task: TaskChoice = "all") -> Any:
     """Train and gate each task; accepted models become champions, rejected ones are kept for the record.
 

@@ -212,9 +212,11 @@ class Settings(BaseSettings):
         """Create the state folders and prove each is writable, or raise a clear ``PermissionError``."""
         import tempfile
 
+        from passos.file_modes import make_folders
+
         for folder in (self.home, self.parquet_dir, self.models_dir, self.reports_dir, self.predictions_dir):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_folders(folder)
                 with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
                     pass
             except OSError as error:

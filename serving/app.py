@@ -18,14 +18,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from passos.settings import Settings, get_settings
 from serving.deps import STATUS_STALE_S, Services
 from serving.docs import add_offline_docs
 from serving.guards import add_guards
 from serving.ops_routes import router as ops_router
+from serving.predict_routes import publish_batch_request
 from serving.predict_routes import router as predict_router
-from serving.schemas import MAX_REPORTED_ERRORS, did_you_mean
+from serving.responses import InvalidRequest, error_body, error_entries, unreadable_body
 from serving.server import startup_warnings
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_offline_docs(app)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidRequest, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.include_router(ops_router)  # /, /health, the model cards, /ready, /model
     app.include_router(predict_router)
+    publish_batch_request(app)
     app.mount("/reports", StaticFiles(directory=current.reports_dir, html=True, check_dir=False), name="reports")
     add_guards(app, current)
     return app
@@ -97,24 +102,20 @@ async def _publish_status(services: Services) -> None:
 
 async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
     """A 422 in the routes' shape: one entry per bad field, with its rule and a readable message."""
-    errors = []
-    found = error.errors()
-    for item in found[:MAX_REPORTED_ERRORS]:
-        location = [str(p) for p in item.get("loc", ()) if p != "body"]
-        if item.get("type") == "json_invalid":
-            location = []  # the location is a character offset, not a field
-        names = (item.get("ctx") or {}).get("fields")
-        if isinstance(names, list):  # a rule across fields (impossible combinations) names each one
-            where = ".".join(location)
-            named = ", ".join(f"{where}.{name}" if where else str(name) for name in names)
-        else:
-            named = ".".join(location) or "body"
-        message = str(item.get("msg", "invalid value"))
-        if item.get("type") == "extra_forbidden" and location:
-            hint = did_you_mean(location[-1])
-            message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
-        errors.append({"field": named, "rule": str(item.get("type", "invalid")), "message": message})
-    if len(found) > MAX_REPORTED_ERRORS:
-        more = len(found) - MAX_REPORTED_ERRORS
-        errors.append({"field": "body", "rule": "too_many_errors", "message": f"{more} more errors not listed"})
-    return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+    return JSONResponse(status_code=422, content=error_body("invalid request", error_entries(error.errors())))
+
+
+async def invalid_request(_: Request, error: InvalidRequest) -> JSONResponse:
+    """A 422 whose entries were built off the event loop (a batch validated in a worker thread)."""
+    return JSONResponse(status_code=422, content=error_body("invalid request", error.errors))
+
+
+async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+    """Every other error in the same shape, ``errors`` empty; a body FastAPI could not parse is a 422 like bad JSON.
+
+    FastAPI answers 400 "There was an error parsing the body", raised from the parser's exception,
+    for what its JSON decoding does not catch itself: bytes that are not UTF-8, nesting too deep.
+    """
+    if error.status_code == 400 and error.__cause__ is not None:
+        return JSONResponse(status_code=422, content=unreadable_body(error.__cause__))
+    return JSONResponse(status_code=error.status_code, content=error_body(str(error.detail)), headers=error.headers)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from serving.schemas import MAX_REPORTED_ERRORS, did_you_mean
 
 
 class Reason(BaseModel):
@@ -155,3 +158,60 @@ class ErrorResponse(BaseModel):
 
     detail: str = Field(description="Summary of the problem", examples=["invalid request"])
     errors: list[ErrorDetail] = Field(default=[], description="Each problem found (422); empty for other codes")
+
+
+def error_body(detail: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """An :class:`ErrorResponse` as the JSON a 4xx sends."""
+    return {"detail": detail, "errors": errors or []}
+
+
+def error_entries(found: Sequence[Mapping[str, Any]], total: int | None = None) -> list[dict[str, str]]:
+    """pydantic's errors as a 422 lists them: the field, the rule and a readable message.
+
+    At most ``MAX_REPORTED_ERRORS`` entries, then one saying how many more of the ``total``
+    (default: as many as found) were not listed.
+    """
+    entries = []
+    for item in found[:MAX_REPORTED_ERRORS]:
+        location = [str(p) for p in item.get("loc", ()) if p != "body"]
+        if item.get("type") == "json_invalid":
+            location = []  # the location is a character offset, not a field
+        names = (item.get("ctx") or {}).get("fields")
+        if isinstance(names, list):  # a rule across fields (impossible combinations) names each one
+            where = ".".join(location)
+            named = ", ".join(f"{where}.{name}" if where else str(name) for name in names)
+        else:
+            named = ".".join(location) or "body"
+        message = str(item.get("msg", "invalid value"))
+        if item.get("type") == "extra_forbidden" and location:
+            hint = did_you_mean(location[-1])
+            message = f"unknown field {location[-1]!r}" + (f"; did you mean {hint!r}?" if hint else "")
+        entries.append({"field": named, "rule": str(item.get("type", "invalid")), "message": message})
+    more = (len(found) if total is None else total) - min(len(found), MAX_REPORTED_ERRORS)
+    if more > 0:
+        entries.append({"field": "body", "rule": "too_many_errors", "message": f"{more} more errors not listed"})
+    return entries
+
+
+class InvalidRequest(Exception):
+    """A request found invalid away from FastAPI's own validation, with its 422 entries built."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(f"invalid request: {len(errors)} errors")
+        self.errors = errors
+
+
+def unreadable_message(cause: BaseException) -> str:
+    """Why a body could not be read as JSON: bytes that are not UTF-8, or nesting past the parser's depth."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body is not UTF-8: byte 0x{cause.object[cause.start]:02x} at offset {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deep"
+    return "body is not readable JSON"
+
+
+def unreadable_body(cause: BaseException) -> dict[str, Any]:
+    """The 422 for a body that is not JSON at all, as for malformed JSON: the rule ``json_invalid`` on ``body``."""
+    return error_body(
+        "invalid request", [{"field": "body", "rule": "json_invalid", "message": unreadable_message(cause)}]
+    )

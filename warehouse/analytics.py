@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from passos.file_modes import restrict_file
 from passos.settings import Settings, get_settings
 from warehouse.connection import SCHEMA_FILES, connect, sql
 from warehouse.descriptions import apply_comments
@@ -65,6 +66,7 @@ def build_snapshot(con: duckdb.DuckDBPyConnection, target: Path) -> dict[str, in
     warehouse = con.execute("select current_database()").fetchall()[0][0]
     tables = _base_tables(con, warehouse)
     con.execute(f"attach '{target}' as {SNAPSHOT_ALIAS}")
+    restrict_file(target, new=True)  # before any record is copied in
     counts: dict[str, int] = {}
     try:
         con.execute(f"use {SNAPSHOT_ALIAS}")

@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 
 from passos.errors import WarehouseBusyError
+from passos.file_modes import make_folders, restrict_file
 from passos.settings import Settings, get_settings
 from warehouse.descriptions import apply_comments
 
@@ -52,8 +53,9 @@ def connect(
     target = path or settings.warehouse_path
     if read_only and not target.exists():
         raise FileNotFoundError(f"no warehouse at {target}: run `passos ingest` first")
+    new = not target.exists()
     if not read_only:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(target.parent)
     wait = settings.warehouse_lock_wait_s
     for attempt in range(settings.warehouse_lock_retries + 1):
         try:
@@ -71,6 +73,7 @@ def connect(
             wait *= 2
     try:
         if not read_only:
+            restrict_file(target, new=new)  # before any record is written
             for name in SCHEMA_FILES:
                 con.execute(sql(name))
             if not con.execute(

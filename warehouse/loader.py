@@ -21,6 +21,7 @@ import pandas as pd
 from features.columns import map_header
 from features.harmonise import STUDENT_COLUMNS, Harmonised, harmonise
 from passos.errors import SourceError
+from passos.file_modes import make_folders, restrict_tree
 from warehouse.sources import Discovery, YearTable, brief
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,24 @@ def harmonise_table(table: YearTable) -> Harmonised:
             "%s: %d unknown column(s) ignored %s", table.origin, len(mapped.unknown), _names(table, mapped.unknown)
         )
     return harmonise(table.rows, mapped, table.year, first_line=table.first_line, n_columns=len(table.header))
+
+
+def formula_note(table: YearTable, shown: int = 8) -> str:
+    """What a note says of a workbook's formula cells without a saved value ("" when it has none)."""
+    if not table.unevaluated:
+        return ""
+    total = sum(table.unevaluated.values())
+    if table.linked:
+        where = f"in {len(table.unevaluated)} columns (names withheld: the source is a symbolic link)"
+    else:
+        counts = list(table.unevaluated.items())
+        listed = ", ".join(f"{brief([name])[1:-1]} {n:,}" for name, n in counts[:shown])
+        more = f" and {len(counts) - shown:,} more columns" if len(counts) > shown else ""
+        where = f"by column: {listed}{more}"
+    return (
+        f"{total:,} formula cells without a saved value read as empty, {where}"
+        " (open the workbook in a spreadsheet program and save it to store their values)"
+    )
 
 
 @dataclass
@@ -242,7 +261,10 @@ def load_year(con: duckdb.DuckDBPyConnection, run_id: str, planned: Planned) -> 
                 rows_loaded=len(harmonised.rows),
                 rows_quarantined=len(harmonised.rejected),
                 dq_issues=len(harmonised.issues),
+                note=formula_note(table),
             )
+            if result.note:
+                log.warning("%s: %s", table.origin, result.note)
             if result.rows_read != result.rows_loaded + result.rows_quarantined:  # pragma: no cover - invariant
                 raise AssertionError(f"{table.origin}: rows in != loaded + quarantined")
             _record_run(con, run_id, table.sha256, result, started)
@@ -275,10 +297,11 @@ def _agreement(a: list[dict[str, Any]], other: YearTable) -> str:
 
 def export_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> Path:
     """Export ``students`` to ``directory/students/year=YYYY/*.parquet``, swapping the folder atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folders(directory)
     final = directory / "students"
     staging = directory / f".students-{uuid.uuid4().hex[:8]}"
     con.execute(f"copy (select * from students order by year, ra) to '{staging}' (format parquet, partition_by (year))")
+    restrict_tree(staging)  # before it takes the published name
     old = directory / f".old-{uuid.uuid4().hex[:8]}"
     if final.exists():
         final.rename(old)

@@ -27,6 +27,8 @@ MAX_FIELD = 1_000_000
 # longer lines are refused before the csv module turns them into millions of fields.
 MAX_LINE = MAX_FIELD + 65_536
 _CHUNK = 1 << 20
+# A formula in a sheet's XML: `<f>`, `<f t="shared" .../>`, or the same with a namespace prefix.
+_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s>/]")
 _BLANK = " ,\t\r\n"
 
 
@@ -70,6 +72,8 @@ class YearTable:
     first_line: int = 2
     linked: bool = False  # the file is a symbolic link: its content is never quoted in notes or logs
     cells: int = 0  # cells read to get it, counted against the ingest's budget
+    # Workbook formula cells with no saved value (read as empty), counted by column name.
+    unevaluated: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,6 +263,11 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
     Rows are streamed: the size a sheet claims for itself (its ``dimension``) is ignored, so a
     sheet that claims to end at ``XFD1048576`` costs only the cells it really holds, and a sheet
     over the cell budget is refused by name.
+
+    A formula cell holds the value its spreadsheet program saved with it; a workbook written by
+    a program that does not compute formulas has none, and such cells read as empty. They are
+    counted by column (``YearTable.unevaluated``) so the ingest reports them. A sheet with a
+    formula is read a second time for that, in step with the first; a sheet without is read once.
     """
     import openpyxl
 
@@ -270,6 +279,7 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
         raise SourceError(path.name, f"not a readable .xlsx workbook ({type(error).__name__})") from None
     tables = []
     spent = limits.spent_cells
+    formulas_book = None  # the same workbook read with its formulas, opened for a sheet that has any
     try:
         for sheet_name in book.sheetnames:
             match = SHEET_NAME.match(sheet_name)
@@ -277,7 +287,15 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
                 log.info("%s: sheet %s ignored (not PEDEYYYY)", path.name, brief([sheet_name]))
                 continue
             origin = f"{path.name}[{sheet_name}]"
-            header, body, cells = _read_sheet(book[sheet_name], origin, replace(limits, spent_cells=spent))
+            formula_rows = None
+            if _has_formulas(book, book[sheet_name]):
+                formulas_book = formulas_book or openpyxl.load_workbook(path, read_only=True, data_only=False)
+                formula_sheet = formulas_book[sheet_name]
+                formula_sheet.reset_dimensions()
+                formula_rows = formula_sheet.iter_rows(values_only=True, max_col=limits.max_columns + 1)
+            header, body, cells, unevaluated = _read_sheet(
+                book[sheet_name], origin, replace(limits, spent_cells=spent), formula_rows
+            )
             spent += cells
             if not header:
                 log.warning("%s: sheet is empty: skipped", origin)
@@ -294,21 +312,43 @@ def read_workbook(path: Path, limits: Limits | None = None) -> list[YearTable]:
                     rows=body,
                     linked=is_linked(path),
                     cells=cells,
+                    unevaluated=unevaluated,
                 )
             )
     finally:
         book.close()
+        if formulas_book is not None:
+            formulas_book.close()
     if not tables:
         raise SourceError(path.name, "workbook has no PEDEYYYY sheet with a header row")
     return tables
 
 
-def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], list[list[str]], int]:
-    """A sheet's header, its non-empty rows (each as wide as the header) and the cells read, within ``limits``."""
+def _has_formulas(book: Any, sheet: Any) -> bool:
+    """Whether a read-only sheet's XML holds a formula, scanned in chunks without parsing it."""
+    tail = b""
+    with book._archive.open(sheet._worksheet_path) as part:  # openpyxl's read-only sheet: its part of the zip
+        while chunk := part.read(_CHUNK):
+            if _FORMULA_TAG.search(tail + chunk):
+                return True
+            tail = chunk[-16:]
+    return False
+
+
+def _read_sheet(
+    sheet: Any, origin: str, limits: Limits, formula_rows: Iterator[tuple[Any, ...]] | None = None
+) -> tuple[list[str], list[list[str]], int, dict[str, int]]:
+    """A sheet's header, its non-empty rows (each as wide as the header), the cells read, within ``limits``,
+    and its formula cells without a saved value by column.
+
+    ``formula_rows`` is the same sheet read with its formulas (``data_only=False``), in step with
+    ``sheet``: a cell empty in ``sheet`` but not there is a formula whose value was never saved.
+    """
     sheet.reset_dimensions()  # trust the cells, not the size the file claims
     header: list[str] = []
     body: list[list[str]] = []
     cells = 0
+    unevaluated: dict[str, int] = {}
     # Rows are read one column past the limit: openpyxl fills every empty cell up to a row's last
     # one, so `<row><c r="XFD1"/></row>` alone cost 16,384 cells of work. Every cell read counts
     # toward the budget, empty rows included (each is max_columns + 1 wide as read), so a sheet
@@ -317,6 +357,12 @@ def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], lis
         cells += len(row)
         if cells > limits.max_cells - limits.spent_cells:
             raise limits.too_many_cells(origin, f", empty ones included, by row {number:,}")
+        formulas = next(formula_rows, None) if formula_rows is not None else None
+        if formulas is not None and header:
+            for j, (value, formula) in enumerate(zip(row[: len(header)], formulas[: len(header)], strict=False)):
+                if value is None and formula is not None:
+                    name = header[j] or f"column {j + 1}"
+                    unevaluated[name] = unevaluated.get(name, 0) + 1
         if not any(v is not None and v != "" for v in row):
             continue
         if len(row) > limits.max_columns and any(v is not None and v != "" for v in row[limits.max_columns :]):
@@ -339,7 +385,7 @@ def _read_sheet(sheet: Any, origin: str, limits: Limits) -> tuple[list[str], lis
         text = [_cell_text(v) for v in row[: len(header)]]
         if any(text):
             body.append(text + [""] * (len(header) - len(text)))
-    return header, body, cells
+    return header, body, cells, unevaluated
 
 
 def _sha256(data: bytes) -> str:

@@ -155,7 +155,7 @@ def test_api_key_protects_predictions_but_not_health(model_home, tmp_path) -> No
         with httpx.Client(base_url=url) as client:
             assert client.get("/health").status_code == 200
             denied = client.post("/predict", json=EXAMPLE)
-            assert denied.status_code == 401 and denied.json() == {"detail": "unauthorized"}
+            assert denied.status_code == 401 and denied.json() == {"detail": "unauthorized", "errors": []}
             assert client.get("/model").status_code == 401
             assert client.post("/predict", json=EXAMPLE, headers={"x-api-key": "wrong"}).status_code == 401
             assert client.post("/predict", json=EXAMPLE, headers={"x-api-key": "s3cret"}).status_code == 200
