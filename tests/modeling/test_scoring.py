@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -19,7 +20,7 @@ from modeling.registry import Registry
 from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame, score_rows
 from modeling.segments import BEHIND_NOW, ON_TRACK_NOW
 from modeling.served import held_out_router, served_figures, served_lines
-from modeling.variants import readme_fields_table, required_by_task
+from modeling.variants import readme_fields_table, required_by_task, required_features
 from tests.factories import make_feature_frame, register_model
 
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -162,6 +163,16 @@ def test_a_variant_the_gate_rejected_never_answers(champion: Any) -> None:
         assert not set(answers[i]["needed"]) <= set(rejected.used)
     ranked = score_frame(model, "v", frame, task="next_year").set_index("ra")
     assert (ranked.loc[frame["ra"].iloc[thin], "risk_label"] == "unknown").all()
+
+
+def test_only_a_field_known_in_99_of_100_training_rows_is_required() -> None:
+    """A field missing in more rows than that is one the variant has learnt to do without."""
+    rows = 200
+    frame = pd.DataFrame({"ida": np.arange(rows, dtype=float), "ipv": 1.0, "iaa": 1.0, "ips": 1.0})
+    frame.loc[:1, "ipv"] = np.nan  # missing in 1 % of the rows: still required
+    frame.loc[:2, "iaa"] = np.nan  # 1.5 %: not required
+    frame.loc[: rows // 10 - 1, "ips"] = np.nan  # 10 %: not required
+    assert required_features(frame, ["ida", "ipv", "iaa", "ips", "inde"]) == ("ida", "ipv")  # inde: not in the rows
 
 
 def test_client_fields_name_the_sources_of_derived_features() -> None:
