@@ -364,6 +364,23 @@ def baseline_suite(mutants: list[Mutant], *, slow: bool) -> tuple[str, ...]:
     return tuple(t for t in named if t.split("::")[0] == t or t.split("::")[0] not in named)
 
 
+def run_mutant(mutant: Mutant, tree: Path, timeout: float, *, slow: bool) -> tuple[int, float, str]:
+    """Run the mutant's tests on ``tree``: (exit code, seconds, which tests ended the run).
+
+    The tests named by node id (``file::test``, the ones that pin the behaviour) run first and
+    alone: pytest runs a node id listed with its own file in the file's order, not first.
+    """
+    pinned = tuple(t for t in mutant.tests if "::" in t)
+    rest = tuple(t for t in mutant.tests if "::" not in t) + (mutant.slow_tests if slow else ())
+    spent = 0.0
+    if pinned:
+        code, spent = run_tests(tree, pinned, timeout, slow=slow)
+        if code != 0 or not rest:
+            return code, spent, "its pinned test"
+    code, seconds = run_tests(tree, rest, timeout, slow=slow)
+    return code, spent + seconds, "the suite"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slow", action="store_true", help="also run the tests on the real trained champion")
@@ -398,12 +415,11 @@ def main() -> int:
             at = locate(mutant, original)
             path.write_text(original[:at] + mutant.after + original[at + len(mutant.before) :])
             try:
-                tests = mutant.tests + (mutant.slow_tests if args.slow else ())
-                code, seconds = run_tests(tree, tests, args.timeout, slow=args.slow)
+                code, seconds, by = run_mutant(mutant, tree, args.timeout, slow=args.slow)
             finally:
                 path.write_text(original)
-            verdict = "killed  " if code == 1 else ("SURVIVED" if code == 0 else f"error {code}")
-            print(f"{verdict}  {mutant.name}  ({mutant.path}, {seconds:.0f} s)", flush=True)
+            verdict = f"killed by {by}" if code == 1 else ("SURVIVED" if code == 0 else f"error {code}")
+            print(f"{verdict:<25} {mutant.name}  ({mutant.path}, {seconds:.0f} s)", flush=True)
             if code != 1:
                 survivors.append(mutant.name if code == 0 else f"{mutant.name} (tests ended with exit {code})")
     print(f"\n{len(mutants) - len(survivors)} of {len(mutants)} mutants killed")
