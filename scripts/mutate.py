@@ -4,8 +4,10 @@ Every mutant changes one line of a copy of the tracked tree; the tests named bes
 copy. A mutant the tests do not kill is a behaviour no test guards. Not part of ``make test`` (it
 runs the named tests once per mutant); ``make mutate`` runs it.
 
+A mutant whose text is no longer in the code (the code moved) stops the run before any test, naming it.
+
 Usage:
-    python scripts/mutate.py                 # every mutant, fast tests only
+    python scripts/mutate.py                 # every mutant, fast tests only (tests marked slow left out)
     python scripts/mutate.py --slow          # also the tests on the real trained champion (minutes each)
     python scripts/mutate.py --only gate     # mutants whose name starts with "gate"
 """
@@ -24,17 +26,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-GATE_TESTS = ("tests/modeling/test_gate.py", "tests/flows/test_train_gate.py")
-ROUTING_TESTS = ("tests/modeling/test_bundle.py", "tests/serving/test_api.py", "tests/serving/test_api_callers.py")
+GATE_TESTS = ("tests/modeling/test_gate.py", "tests/modeling/test_release.py", "tests/flows/test_train_gate.py")
+ROUTING_TESTS = ("tests/modeling/test_scoring.py", "tests/modeling/test_bundle.py", "tests/serving/test_api.py")
 CALIBRATION_TESTS = ("tests/modeling/test_calibration.py", "tests/modeling/test_training.py")
 THRESHOLD_TESTS = ("tests/modeling/test_threshold.py", "tests/modeling/test_training.py")
-# On the session's real trained champion: one training on the real data per mutant.
+# On a real trained champion: one training on the real data per mutant.
 REAL_CHAMPION_TESTS = ("tests/serving/test_real_champion.py",)
 
 
 @dataclass(frozen=True)
 class Mutant:
-    """Replace the ``occurrence``-th ``before`` in ``path`` by ``after``; ``tests`` should then fail."""
+    """Replace the ``occurrence``-th ``before`` in ``path`` by ``after``; ``tests`` should then fail.
+
+    ``tests`` name the test that pins the behaviour first (pytest stops at the first failure), then
+    the files around it.
+    """
 
     name: str
     path: str
@@ -46,12 +52,19 @@ class Mutant:
 
 
 MUTANTS = (
-    # the gate
+    # the gate: its checks (modeling/gate.py) and the policy the train flow judges with (modeling/release.py)
     Mutant(
-        "gate: the ROC-AUC floor never reaches the train flow",
-        "flows/train.py",
-        "        min_roc_auc=settings.gate_min_roc_auc,\n",
+        "gate: the ROC-AUC floor never reaches the gate",
+        "modeling/release.py",
+        "        min_roc_auc=policy.min_roc_auc,\n",
         "",
+        ("tests/flows/test_train_gate.py::test_the_flow_applies_the_roc_auc_floor_of_the_settings", *GATE_TESTS),
+    ),
+    Mutant(
+        "gate: the ROC-AUC floor is not the settings'",
+        "modeling/release.py",
+        "min_roc_auc=settings.gate_min_roc_auc,",
+        "min_roc_auc=0.5,",
         GATE_TESTS,
     ),
     Mutant(
@@ -81,6 +94,15 @@ MUTANTS = (
         "passed = value >= limit - _EPS",
         "passed = value >= limit - 0.05",
         GATE_TESTS,
+        occurrence=1,  # the floors (_minimum_check)
+    ),
+    Mutant(
+        "gate: the champion comparison lets 0.05 below it pass",
+        "modeling/gate.py",
+        "passed = value >= limit - _EPS",
+        "passed = value >= limit - 0.05",
+        GATE_TESTS,
+        occurrence=2,  # the champion checks (_champion_check)
     ),
     Mutant(
         "gate: the champion comparison ignores the tolerance",
@@ -110,48 +132,74 @@ MUTANTS = (
         "int(mine_year) > int(their_year)",
         GATE_TESTS,
     ),
-    # routing
+    # routing: every path routes through modeling/scoring.py (ModelBundle.servable says who may answer)
     Mutant(
         "routing: a variant the gate rejected is served",
-        "modeling/bundle.py",
-        "if bundle.servable and set(bundle.required) <= known:",
-        "if set(bundle.required) <= known:",
-        ROUTING_TESTS,
-    ),
-    Mutant(
-        "routing: the poorest variant is tried first",
-        "modeling/bundle.py",
-        "key=lambda b: -len(b.used or b.feature_names)",
-        "key=lambda b: len(b.used or b.feature_names)",
-        ROUTING_TESTS,
-    ),
-    Mutant(
-        "routing: a request without a required field is routed",
-        "modeling/bundle.py",
-        "if bundle.servable and set(bundle.required) <= known:",
-        "if bundle.servable:",
-        ROUTING_TESTS,
+        "modeling/scoring.py",
+        "if not bundle.servable or any(name not in position for name in bundle.required):",
+        "if any(name not in position for name in bundle.required):",
+        ("tests/modeling/test_scoring.py::test_a_variant_the_gate_rejected_never_answers", *ROUTING_TESTS),
     ),
     Mutant(
         "routing: every variant is servable",
         "modeling/bundle.py",
         'return self.variant == "full" or (isinstance(gate, dict) and gate.get("accepted") is True)',
         "return True",
+        ("tests/modeling/test_bundle.py::test_only_a_variant_its_own_gate_accepted_is_servable", *ROUTING_TESTS),
+    ),
+    Mutant(
+        "routing: the poorest variant is tried first",
+        "modeling/scoring.py",
+        "key=lambda b: -len(b.used or b.feature_names)",
+        "key=lambda b: len(b.used or b.feature_names)",
         ROUTING_TESTS,
     ),
     Mutant(
-        "routing: a thin request gets 'low' instead of 'unknown'",
+        "routing: a request without a required field is routed",
         "modeling/scoring.py",
-        '"unknown" if route is None else',
-        '"low" if route is None else',
+        "carries = known[:, columns].all(axis=1) if columns else np.ones(known.shape[0], dtype=bool)",
+        "carries = np.ones(known.shape[0], dtype=bool)",
         ROUTING_TESTS,
+    ),
+    Mutant(
+        "routing: a thin request gets 'low' instead of 'unknown' (the answer)",
+        "modeling/scoring.py",
+        '"risk_label": UNKNOWN,',
+        '"risk_label": LOW,',
+        (
+            "tests/modeling/test_scoring.py::test_a_row_too_thin_for_every_variant_is_unknown_and_told_what_to_send",
+            *ROUTING_TESTS,
+        ),
+    ),
+    Mutant(
+        "routing: a thin row gets 'low' instead of 'unknown' (the label: batch and risk_scores)",
+        "modeling/scoring.py",
+        "        return UNKNOWN\n",
+        "        return LOW\n",
+        (
+            "tests/modeling/test_scoring.py::test_a_row_too_thin_for_every_variant_is_unknown_and_told_what_to_send",
+            *ROUTING_TESTS,
+        ),
+    ),
+    Mutant(
+        "routing: a thin request is not told which fields to send",
+        "modeling/scoring.py",
+        '"needed": min(options, key=len) if options else [],',
+        '"needed": [],',
+        (
+            "tests/modeling/test_scoring.py::test_a_row_too_thin_for_every_variant_is_unknown_and_told_what_to_send",
+            *ROUTING_TESTS,
+        ),
     ),
     Mutant(
         "routing: a field missing in 40 % of rows is still required",
         "modeling/variants.py",
         "REQUIRED_MISSING_SHARE = 0.01",
         "REQUIRED_MISSING_SHARE = 0.4",
-        ROUTING_TESTS,
+        (
+            "tests/modeling/test_scoring.py::test_only_a_field_known_in_99_of_100_training_rows_is_required",
+            *ROUTING_TESTS,
+        ),
     ),
     # calibration
     Mutant(
@@ -159,7 +207,10 @@ MUTANTS = (
         "modeling/calibration.py",
         "hi, lo = (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0)",
         "hi, lo = 1.0, 0.0",
-        CALIBRATION_TESTS,
+        (
+            "tests/modeling/test_calibration.py::test_platt_fits_the_prior_corrected_targets_not_zero_and_one",
+            *CALIBRATION_TESTS,
+        ),
     ),
     Mutant(
         "calibration: targets swapped",
@@ -180,16 +231,20 @@ MUTANTS = (
         "modeling/calibration.py",
         'proba, side="right"), 0, len(edges) - 2)',
         'proba, side="left"), 0, len(edges) - 2)',
-        CALIBRATION_TESTS,
+        (
+            "tests/modeling/test_calibration.py::test_a_reliability_bin_holds_its_lower_edge_and_not_its_upper",
+            *CALIBRATION_TESTS,
+        ),
     ),
     Mutant(
         "calibration: the map ignores the intercept",
         "modeling/bundle.py",
         "platt = 1.0 / (1.0 + np.exp(-(self.a * score + self.b)))",
         "platt = 1.0 / (1.0 + np.exp(-(self.a * score)))",
-        CALIBRATION_TESTS,
+        ("tests/modeling/test_calibration.py::test_the_platt_map_applies_its_intercept", *CALIBRATION_TESTS),
     ),
-    # the threshold
+    # the threshold: how it is chosen (modeling/threshold.py) and how it labels (modeling/scoring.py;
+    # nothing in serving/ compares a score with a threshold: the routes answer what the scoring core says)
     Mutant(
         "threshold: the operating recall aims 0.05 low",
         "modeling/threshold.py",
@@ -216,7 +271,10 @@ MUTANTS = (
         "modeling/threshold.py",
         "false_alarms=int(np.sum((y == 0.0) & (proba >= cut))),",
         "false_alarms=int(np.sum((y == 0.0) & (proba > cut))),",
-        THRESHOLD_TESTS,
+        (
+            "tests/modeling/test_threshold.py::test_a_negative_scored_exactly_at_the_cut_is_a_false_alarm",
+            *THRESHOLD_TESTS,
+        ),
     ),
     Mutant(
         "threshold: the Wilson lower bound is the upper one",
@@ -225,19 +283,20 @@ MUTANTS = (
         "return (float(max(0.0, (centre + spread) / denominator)),",
         THRESHOLD_TESTS,
     ),
+    # The same break twice: once against the scoring core's tests, once against the HTTP test alone.
     Mutant(
-        "threshold: a score at the threshold is 'low' (served path)",
-        "serving/app.py",
-        '"risk_label": "high" if score >= route.threshold else "low",',
-        '"risk_label": "high" if score > route.threshold else "low",',
-        ROUTING_TESTS,
+        "threshold: a score at the threshold is 'low' (scoring core)",
+        "modeling/scoring.py",
+        "return HIGH if score >= threshold else LOW",
+        "return HIGH if score > threshold else LOW",
+        ("tests/modeling/test_scoring.py::test_a_score_exactly_at_its_cut_is_high_on_every_path", *ROUTING_TESTS),
     ),
     Mutant(
-        "threshold: a score at the threshold is 'low' (scoring)",
+        "threshold: a score at the threshold is 'low' (served path, over HTTP)",
         "modeling/scoring.py",
-        '("high" if score >= route.threshold else "low")',
-        '("high" if score > route.threshold else "low")',
-        ROUTING_TESTS,
+        "return HIGH if score >= threshold else LOW",
+        "return HIGH if score > threshold else LOW",
+        ("tests/serving/test_api.py::test_a_score_exactly_at_the_threshold_is_high",),
     ),
 )
 
@@ -259,20 +318,67 @@ def copy_tree(target: Path) -> None:
         shutil.copy2(ROOT / name, destination)
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, float]:
-    """Run ``tests`` on ``tree``; (pytest's exit code, or -1 on timeout; seconds)."""
+def run_tests(tree: Path, tests: tuple[str, ...], timeout: float, *, slow: bool) -> tuple[int, float]:
+    """Run ``tests`` on ``tree`` (without ``slow``: the tests marked slow left out); (pytest's exit code, or -1
+    on timeout; seconds)."""
     env = os.environ | {
         "PYTHONPATH": str(tree),
         # the copy lives elsewhere: point the tests at the data the repository's own tests read
         "PASSOS_TEST_DATA": os.environ.get("PASSOS_TEST_DATA", str(ROOT.parent / "shared" / "data")),
     }
     started = time.monotonic()
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header"]
+    command += [] if slow else ["-m", "not slow"]
     try:
-        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run([*command, *tests], cwd=tree, env=env, capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return -1, time.monotonic() - started
     return done.returncode, time.monotonic() - started
+
+
+def locate(mutant: Mutant, text: str) -> int:
+    """Where the ``occurrence``-th ``before`` starts in ``text`` (-1: not there)."""
+    at = -1
+    for _ in range(mutant.occurrence):
+        at = text.find(mutant.before, at + 1)
+        if at < 0:
+            return -1
+    return at
+
+
+def stale(mutants: list[Mutant], tree: Path) -> list[str]:
+    """One line per mutant whose text is not in ``tree``: the code moved and the mutant must follow it."""
+    out = []
+    for mutant in mutants:
+        path = tree / mutant.path
+        if not path.is_file():
+            out.append(f"{mutant.name}: {mutant.path} does not exist")
+        elif locate(mutant, path.read_text()) < 0:
+            out.append(f"{mutant.name}: {mutant.path} has no occurrence {mutant.occurrence} of {mutant.before!r}")
+    return out
+
+
+def baseline_suite(mutants: list[Mutant], *, slow: bool) -> tuple[str, ...]:
+    """Every test any mutant runs, once: a test named by itself is left out when its file is listed."""
+    named = dict.fromkeys(t for m in mutants for t in m.tests + (m.slow_tests if slow else ()))
+    return tuple(t for t in named if t.split("::")[0] == t or t.split("::")[0] not in named)
+
+
+def run_mutant(mutant: Mutant, tree: Path, timeout: float, *, slow: bool) -> tuple[int, float, str]:
+    """Run the mutant's tests on ``tree``: (exit code, seconds, which tests ended the run).
+
+    The tests named by node id (``file::test``, the ones that pin the behaviour) run first and
+    alone: pytest runs a node id listed with its own file in the file's order, not first.
+    """
+    pinned = tuple(t for t in mutant.tests if "::" in t)
+    rest = tuple(t for t in mutant.tests if "::" not in t) + (mutant.slow_tests if slow else ())
+    spent = 0.0
+    if pinned:
+        code, spent = run_tests(tree, pinned, timeout, slow=slow)
+        if code != 0 or not rest:
+            return code, spent, "its pinned test"
+    code, seconds = run_tests(tree, rest, timeout, slow=slow)
+    return code, spent + seconds, "the suite"
 
 
 def main() -> int:
@@ -283,35 +389,37 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per test run")
     args = parser.parse_args()
     mutants = [m for m in MUTANTS if m.name.startswith(args.only)]
+    if not mutants:
+        print(f"no mutant's name starts with {args.only!r}", file=sys.stderr)
+        return 2
     survivors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="passos-mutate-") as folder:
         tree = Path(folder)
         copy_tree(tree)
-        suites = {m.tests + (m.slow_tests if args.slow else ()) for m in mutants}
-        for tests in [] if args.no_baseline else sorted(suites):
-            code, seconds = run_tests(tree, tests, args.timeout)
+        missing = stale(mutants, tree)
+        if missing:
+            print("these mutants no longer apply (their text is not in the code):", file=sys.stderr)
+            for line in missing:
+                print(f"  {line}", file=sys.stderr)
+            return 2
+        if not args.no_baseline:
+            suite = baseline_suite(mutants, slow=args.slow)
+            code, seconds = run_tests(tree, suite, args.timeout, slow=args.slow)
             if code != 0:
-                print(f"the unmutated tree fails {' '.join(tests)} (exit {code}); fix that first", file=sys.stderr)
+                print(f"the unmutated tree fails {' '.join(suite)} (exit {code}); fix that first", file=sys.stderr)
                 return 2
-            print(f"baseline green in {seconds:.0f} s: {' '.join(tests)}", flush=True)
+            print(f"baseline green in {seconds:.0f} s: {' '.join(suite)}", flush=True)
         for mutant in mutants:
             path = tree / mutant.path
             original = path.read_text()
-            at = -1
-            for _ in range(mutant.occurrence):
-                at = original.find(mutant.before, at + 1)
-            if at < 0:
-                print(f"NOT APPLIED  {mutant.name}: {mutant.path} no longer has {mutant.before!r}", flush=True)
-                survivors.append(f"{mutant.name} (not applied: the line changed)")
-                continue
+            at = locate(mutant, original)
             path.write_text(original[:at] + mutant.after + original[at + len(mutant.before) :])
             try:
-                tests = mutant.tests + (mutant.slow_tests if args.slow else ())
-                code, seconds = run_tests(tree, tests, args.timeout)
+                code, seconds, by = run_mutant(mutant, tree, args.timeout, slow=args.slow)
             finally:
                 path.write_text(original)
-            verdict = "killed  " if code == 1 else ("SURVIVED" if code == 0 else f"error {code}")
-            print(f"{verdict}  {mutant.name}  ({mutant.path}, {seconds:.0f} s)", flush=True)
+            verdict = f"killed by {by}" if code == 1 else ("SURVIVED" if code == 0 else f"error {code}")
+            print(f"{verdict:<25} {mutant.name}  ({mutant.path}, {seconds:.0f} s)", flush=True)
             if code != 1:
                 survivors.append(mutant.name if code == 0 else f"{mutant.name} (tests ended with exit {code})")
     print(f"\n{len(mutants) - len(survivors)} of {len(mutants)} mutants killed")

@@ -166,6 +166,21 @@ def test_feature_importance_sums_to_one(bundles: dict[str, ModelBundle], kind: s
     assert importance["idade_menos_fase"] > 0
 
 
+def test_only_a_variant_its_own_gate_accepted_is_servable(bundles: dict[str, ModelBundle]) -> None:
+    primary = bundles["logistic"]
+    variant = dataclasses.replace(primary, variant="example", metadata={})
+    assert primary.servable  # the primary's verdict is the version's, checked by the registry
+    assert not variant.servable  # no verdict of its own
+    for verdict, servable in (
+        ({"accepted": False, "reasons": ["recall 0.5 < 0.9"]}, False),
+        ({"accepted": True}, True),
+    ):
+        variant.metadata["gate"] = verdict
+        assert variant.servable is servable
+    variant.metadata["gate"] = "accepted"  # not a verdict
+    assert not variant.servable
+
+
 def test_calibrators_are_monotone_and_bounded() -> None:
     score = np.linspace(-10, 10, 101)
     isotonic = Calibrator("isotonic", x=(-1.0, 0.0, 1.0), y=(0.1, 0.5, 0.9))(score)

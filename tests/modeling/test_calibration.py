@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from features.featuresets import TASKS, encode_frame
+from modeling.bundle import Calibrator
 from modeling.calibration import CalibrationError, _logistic, fit_calibration, fit_calibrator, reliability_table
 from modeling.training import train_candidates
 from modeling.variants import VARIANT_ORDER
@@ -41,6 +42,31 @@ def test_separable_scores_keep_a_finite_slope() -> None:
     assert 0.98 < top < 1.0  # about one row's worth of doubt, (N+ + 1) / (N+ + 2) = 0.995
 
 
+def test_platt_fits_the_prior_corrected_targets_not_zero_and_one() -> None:
+    """Positives count as (N+ + 1) / (N+ + 2) and negatives as 1 / (N- + 2) (Platt, 1999).
+
+    With two score values and one class on each, the map has as many parameters as values and
+    reaches its targets exactly: the prior's targets, not the hard 0 and 1.
+    """
+    y = np.array([1.0] * 3 + [0.0] * 7)
+    score = y.copy()  # positives at 1, negatives at 0: separable
+    calibrator = fit_calibrator(score, y)
+    np.testing.assert_allclose(calibrator(np.array([0.0, 1.0])), [1 / (7 + 2), (3 + 1) / (3 + 2)], atol=1e-3)
+
+
+def test_the_platt_map_applies_its_intercept() -> None:
+    calibrator = Calibrator("platt", a=2.0, b=-3.0)
+    np.testing.assert_allclose(calibrator(np.array([1.5, 0.0])), [0.5, 1 / (1 + np.exp(3.0))])
+    # a fitted map: a rare class sits low where the score is 0, which only the intercept can say
+    rng = np.random.default_rng(4)
+    score = rng.normal(size=3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(score - 2.0)))).astype(float)
+    fitted = fit_calibrator(score, y)
+    assert fitted.b == pytest.approx(-2.0, abs=0.3)
+    assert fitted(np.array([0.0]))[0] == pytest.approx(1 / (1 + np.exp(-fitted.b)))
+    assert fitted(score).mean() == pytest.approx(y.mean(), abs=0.01)
+
+
 def test_calibration_needs_both_classes_and_matching_lengths() -> None:
     with pytest.raises(ValueError, match="both classes"):
         fit_calibrator(np.arange(5.0), np.ones(5))
@@ -57,6 +83,20 @@ def test_reliability_table_bins_every_row_once() -> None:
     top = rows[-1]
     assert top["observed_rate"] == 1.0 and top["mean_score"] == pytest.approx(0.975)
     assert 0 <= top["ci_low"] < 1.0 == top["ci_high"]
+
+
+def test_a_reliability_bin_holds_its_lower_edge_and_not_its_upper() -> None:
+    """Bins are [low, high), as an alert is score >= cut; the last one also holds 1.0."""
+    proba = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    rows = reliability_table(np.zeros(proba.size), proba)
+    assert [(r["low"], r["high"], r["n"]) for r in rows] == [
+        (0.1, 0.2, 1),
+        (0.3, 0.4, 1),
+        (0.5, 0.6, 1),
+        (0.7, 0.8, 1),
+        (0.9, 1.0, 2),
+    ]
+    assert [r["mean_score"] for r in rows[:-1]] == [0.1, 0.3, 0.5, 0.7]
 
 
 def _pooled_years(seed: int = 3, *, effect: float = 1.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -19,7 +20,7 @@ from modeling.registry import Registry
 from modeling.scoring import answer_rows, family, request_fields, risk_label, route_rows, score_frame, score_rows
 from modeling.segments import BEHIND_NOW, ON_TRACK_NOW
 from modeling.served import held_out_router, served_figures, served_lines
-from modeling.variants import readme_fields_table, required_by_task
+from modeling.variants import readme_fields_table, required_by_task, required_features
 from tests.factories import make_feature_frame, register_model
 
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -99,6 +100,79 @@ def test_a_model_without_segment_cuts_labels_at_its_single_threshold(champion: A
     assert [a["threshold"] for a in answers] == [
         None if a["variant"] is None else single[a["variant"]] for a in answers
     ]
+
+
+def test_a_score_exactly_at_its_cut_is_high_on_every_path(champion: Any) -> None:
+    """``high`` means ``risk_score >= threshold``: a student exactly at the cut is flagged, not let go."""
+    model = copy.deepcopy(champion)
+    for bundle in family(model):
+        bundle.metadata["segment_thresholds"] = None  # the single threshold applies
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=60, seed=7).drop(columns=["target"])
+    frame.loc[frame.index % 3 == 0, ["idade", "idade_menos_fase", "genero"]] = np.nan  # for the lesser variants
+    matrix = encode_frame(frame, "next_year")
+    answers, _ = answer_rows(model, matrix)
+    on_cut: dict[str, int] = {}
+    for i, answer in enumerate(answers):
+        if answer["variant"] is not None:
+            on_cut.setdefault(answer["variant"], i)
+    assert {"full", "example"} <= set(on_cut)
+    for bundle in family(model):
+        if bundle.variant in on_cut:
+            bundle.threshold = answers[on_cut[bundle.variant]]["risk_score"]  # the cut on that row's score
+    again, _ = answer_rows(model, matrix)
+    ranked = score_frame(model, "v", frame, task="next_year").set_index("ra")
+    for i in on_cut.values():
+        assert again[i]["risk_score"] == again[i]["threshold"] and again[i]["risk_label"] == "high"
+        assert ranked.loc[frame["ra"].iloc[i], "risk_label"] == "high"
+
+
+def test_a_row_too_thin_for_every_variant_is_unknown_and_told_what_to_send(champion: Any) -> None:
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=4, seed=8).drop(columns=["target"])
+    frame.loc[:, [n for n in feature_names("next_year") if n not in ("iaa", "ips")]] = np.nan
+    answers, scored = answer_rows(champion, encode_frame(frame, "next_year"), sent=[{"iaa", "ips"}] * len(frame))
+    smallest = min((request_fields(b.required, known={"iaa", "ips"}) for b in family(champion) if b.servable), key=len)
+    assert smallest and not {"iaa", "ips"} & set(smallest)
+    for answer in answers:
+        assert (answer["risk_label"], answer["risk_score"], answer["variant"], answer["threshold"]) == (
+            "unknown",
+            None,
+            None,
+            None,
+        )
+        assert answer["needed"] == smallest and answer["reasons"] == [] and answer["percentile"] is None
+    assert scored.labels() == ["unknown"] * len(frame) and np.isnan(scored.scores).all()
+    ranked = score_frame(champion, "v", frame, task="next_year")
+    assert ranked["risk_label"].tolist() == ["unknown"] * len(frame) and ranked["risk_score"].isna().all()
+
+
+def test_a_variant_the_gate_rejected_never_answers(champion: Any) -> None:
+    """A rejected variant attached to a bundle all the same (an older version, a hand-built one) is skipped."""
+    frame = make_feature_frame("next_year", years=(2024,), n_per_year=60, seed=5).drop(columns=["target"])
+    frame.loc[frame.index % 2 == 0, ["idade", "idade_menos_fase", "genero"]] = np.nan  # too thin for full and core
+    matrix = encode_frame(frame, "next_year")
+    accepted, _ = answer_rows(champion, matrix)
+    thin = [i for i, answer in enumerate(accepted) if answer["variant"] == "example"]
+    assert thin  # while accepted, the example variant answers these rows
+    model = copy.deepcopy(champion)
+    rejected = next(b for b in model.variants if b.variant == "example")
+    rejected.metadata["gate"] = {"accepted": False, "reasons": ["recall 0.500 < minimum 0.900"]}
+    answers, _ = answer_rows(model, matrix)
+    assert "example" not in {a["variant"] for a in answers}
+    for i in thin:  # no other variant takes them: unknown, told what the accepted ones need
+        assert answers[i]["risk_label"] == "unknown" and answers[i]["needed"]
+        assert not set(answers[i]["needed"]) <= set(rejected.used)
+    ranked = score_frame(model, "v", frame, task="next_year").set_index("ra")
+    assert (ranked.loc[frame["ra"].iloc[thin], "risk_label"] == "unknown").all()
+
+
+def test_only_a_field_known_in_99_of_100_training_rows_is_required() -> None:
+    """A field missing in more rows than that is one the variant has learnt to do without."""
+    rows = 200
+    frame = pd.DataFrame({"ida": np.arange(rows, dtype=float), "ipv": 1.0, "iaa": 1.0, "ips": 1.0})
+    frame.loc[:1, "ipv"] = np.nan  # missing in 1 % of the rows: still required
+    frame.loc[:2, "iaa"] = np.nan  # 1.5 %: not required
+    frame.loc[: rows // 10 - 1, "ips"] = np.nan  # 10 %: not required
+    assert required_features(frame, ["ida", "ipv", "iaa", "ips", "inde"]) == ("ida", "ipv")  # inde: not in the rows
 
 
 def test_client_fields_name_the_sources_of_derived_features() -> None:

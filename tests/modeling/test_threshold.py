@@ -135,6 +135,15 @@ def test_overlapping_scores_leave_the_cut_at_the_edge() -> None:
     assert only.cut == 0.3 and only.false_alarms == 1
 
 
+def test_a_negative_scored_exactly_at_the_cut_is_a_false_alarm() -> None:
+    """Tied scores (a rule's, or a small tree's) put negatives on the cut: ``score >= cut`` flags them."""
+    y = np.array([1, 0, 1, 0, 0], dtype=float)
+    proba = np.array([0.7, 0.7, 0.4, 0.4, 0.4])  # every row tied with a positive
+    threshold = choose_threshold(y, proba, 1.0)
+    assert threshold.cut == 0.4 and threshold.recall == 1.0
+    assert threshold.false_alarms == int(np.sum((y == 0) & (proba >= threshold.cut))) == 3
+
+
 def test_wilson_interval_two_sided() -> None:
     low, high = wilson_interval(45, 50)
     assert 0.78 < low < 0.79 and 0.95 < high < 0.96  # statsmodels: (0.7864, 0.9565)

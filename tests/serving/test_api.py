@@ -7,7 +7,10 @@ import time
 
 import pytest
 
+from modeling.registry import RESERVED_KEYS
+from modeling.scoring import family
 from serving.prediction_log import read_records
+from tests.support.net import wait_until
 from tests.support.service import Running
 
 pytestmark = pytest.mark.integration
@@ -45,6 +48,26 @@ def test_a_request_too_thin_for_any_model_is_unknown_not_low(service: Running, p
     assert body["threshold"] is None and body["reasons"] == []
     assert "fase" in body["needed"]  # what to send: the smallest validated variant's required fields
     assert not set(body["needed"]) & set(payload)  # never a field that was sent
+
+
+def test_a_score_exactly_at_the_threshold_is_high(service: Running) -> None:
+    """Over HTTP too, ``high`` is ``risk_score >= threshold``: a student exactly at the cut is flagged."""
+    with service.client() as client:
+        first = client.post("/predict", json=EXAMPLE).json()
+    registry = service.registry
+    model, metadata = registry.load_checked("current", registry.champion("current"))
+    for bundle in family(model):
+        bundle.metadata["segment_thresholds"] = None
+        if bundle.variant == first["variant"]:
+            bundle.threshold = first["risk_score"]  # the answering variant's cut on this very score
+    at_cut = registry.save("current", model, {k: v for k, v in metadata.items() if k not in RESERVED_KEYS})
+    registry.promote("current", at_cut, reason="a cut exactly on the example's score")
+    with service.client() as client:
+        wait_until(lambda: client.get("/model").json()["current"]["version"] == at_cut, what="the new champion served")
+        body = client.post("/predict", json=EXAMPLE).json()
+    assert body["model_version"] == at_cut and body["variant"] == first["variant"] and body["segment"] is None
+    assert body["risk_score"] == body["threshold"] == first["risk_score"]
+    assert body["risk_label"] == "high"
 
 
 def test_the_full_model_answers_a_complete_student(service: Running) -> None:
