@@ -55,7 +55,9 @@ def test_a_score_exactly_at_the_threshold_is_high(service: Running) -> None:
     with service.client() as client:
         first = client.post("/predict", json=EXAMPLE).json()
     registry = service.registry
-    model, metadata = registry.load_checked("current", registry.champion("current"))
+    champion = registry.champion("current")
+    assert champion is not None
+    model, metadata = registry.load_checked("current", champion)
     for bundle in family(model):
         bundle.metadata["segment_thresholds"] = None
         if bundle.variant == first["variant"]:
