@@ -137,7 +137,9 @@ def test_dask_cluster_gives_the_local_result(
         loaded = client.run(lambda: importlib.import_module("modeling.batch")._champion_model.cache_info().currsize)
     assert sum(loaded.values()) >= 1 and len(loaded) == 2
     manifest = json.loads((Path(remote["out"]) / MANIFEST).read_text())
-    assert manifest["rows"] == 3000 and pd.read_parquet(remote["out"]).shape == (3000, 7)
+    written = pd.read_parquet(remote["out"])
+    assert manifest["rows"] == 3000 and written.shape == (3000, 9)
+    assert {"variant", "segment"} <= set(written.columns)  # which model answered, as /predict says
 
 
 @pytest.mark.integration

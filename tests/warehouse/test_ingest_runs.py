@@ -20,8 +20,10 @@ from warehouse.sources import discover
 HEADER = "RA,Fase,Idade,Gênero,IAA,IEG,IPS,IDA,IPV,IAN,Defasagem,Fase Ideal"
 ROW = "RA-1,FASE 2,11,Feminino,8.5,7,6,5.5,7.1,5,-1,Fase 3 (7º e 8º ano)"
 
+# SIGINT restored as in a terminal: a parallel test worker starts its children with it ignored.
 HOLD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from warehouse import loader
 from warehouse.connection import connect
 with connect() as con, loader.tracked_run(con, sys.argv[1], "1 source file(s)"):
