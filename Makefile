@@ -45,11 +45,13 @@ id-salt: install  ## a secret salt for student-id hashes, once per install: $PAS
 		"import secrets; print(secrets.token_urlsafe(32))" > "$(PASSOS_HOME)/id_salt" && \
 		echo "wrote a new student-id salt to $(PASSOS_HOME)/id_salt (keep it: hashes depend on it)")
 
-test: install  ## lint and type-check, then the whole suite with the coverage gate
+# mypy runs beside the suite (its cold start is most of a minute); either failing fails `make test`.
+test: install  ## lint, then type-check beside the whole suite with the coverage gate
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term -q --durations=15
+	$(BIN)/mypy & mypy=$$!; \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term -q --durations=15; suite=$$?; \
+	wait $$mypy || { echo "make test: mypy failed (its report is above)" >&2; exit 1; }; exit $$suite
 
 # Not part of `make test` or CI: every mutant runs its tests again (SLOW=1 adds the real-champion tests).
 mutate: install  ## one-line breaks of the gate, routing, calibration and threshold code, each against its tests
