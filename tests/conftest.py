@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long files first, and every test with its own node id (schemathesis names its tests alike).
+    """Give every test its own node id: schemathesis names its test per API operation alike.
 
     pytest-xdist (``make test`` runs two workers) schedules tests by node id: tests sharing one
     would collapse into a single test, and most of the fuzzing would silently not run.
@@ -42,10 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.parent is not None and item.nodeid.rpartition("::")[2] != item.name:
             item._id = item.parent.id.child(item.name)  # type: ignore[attr-defined]  # pytest keeps no setter
-    # The longest files first (those with a slow test or on the real trained home), each in its own
-    # order: the two workers' last files are then short ones, and neither idles while the other ends.
-    heavy = {item.path for item in items if item.get_closest_marker("slow") or "trained_home" in item.fixturenames}
-    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within a file is kept
     seen: set[str] = set()
     shared = {item.nodeid for item in items if item.nodeid in seen or seen.add(item.nodeid)}
     if shared:
