@@ -7,11 +7,8 @@ guard kills the child past a bound, so a regression fails the test instead of fi
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -20,23 +17,13 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from passos.settings import Settings
+from tests.support.processes import peak_memory
 
 PASSOS = Path(sys.executable).parent / "passos"
 MB = 1024 * 1024
 KILL_BOUND = 1_500_000_000
 # 500 rows of 1 MB each: printing the whole result would hold it at least once (500 MB).
 LARGE = "select i, repeat('x', 1000000) as blob from range(500) t(i)"
-
-
-def _status(pid: int, field: str) -> int:
-    """A ``/proc/<pid>/status`` memory field in bytes (0 once the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def run_sql(home: Path, *args: str) -> tuple[int, str, int]:
@@ -47,24 +34,8 @@ def run_sql(home: Path, *args: str) -> tuple[int, str, int]:
         stderr=subprocess.STDOUT,
         env={**os.environ, "PASSOS_HOME": str(home)},
     )
-    done = threading.Event()
-    high = [0]
-
-    def guard() -> None:
-        while not done.is_set():
-            high[0] = max(high[0], _status(child.pid, "VmHWM"))
-            if _status(child.pid, "VmRSS") > KILL_BOUND:
-                os.kill(child.pid, signal.SIGKILL)
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=guard, daemon=True)
-    watcher.start()
-    try:
+    with peak_memory(child.pid, kill_above=KILL_BOUND) as high:
         output, _ = child.communicate(timeout=120)
-    finally:
-        done.set()
-        watcher.join(timeout=5)
     return child.returncode, output.decode(), high[0]
 
 

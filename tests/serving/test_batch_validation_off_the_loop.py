@@ -8,14 +8,9 @@ the closest known field). Validated on the loop, every other request waited behi
 from __future__ import annotations
 
 import json
-import statistics
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -24,57 +19,19 @@ from serving.app import create_app
 from serving.predict_routes import parse_batch
 from serving.responses import InvalidRequest, error_entries
 from serving.schemas import FULL_EXAMPLE, BatchRequest
-from tests.serving.test_floods import Served, home, serve
+from tests.serving.test_floods import Served, home
+from tests.serving.test_load_isolation import defaults, health_under_batches
 
-__all__ = ["home"]  # the fixture, re-used
+__all__ = ["defaults", "home"]  # the fixtures, re-used
 
 STUDENT = {k: v for k, v in FULL_EXAMPLE.items() if k != "task"}
 UNKNOWN = {f"campo_{j}": j for j in range(20)}
 
 
-@pytest.fixture
-def defaults(home: Path) -> Iterator[Served]:
-    running = serve(home)
-    try:
-        yield running
-    finally:
-        running.process.terminate()
-        running.process.wait(timeout=30)
-
-
 @pytest.mark.integration
 def test_health_stays_fast_while_four_clients_send_batches_that_fail_validation(defaults: Served) -> None:
     batch = {"task": "current", "students": [dict(STUDENT, **UNKNOWN) for _ in range(1000)]}
-    stop = threading.Event()
-    batches: list[float] = []
-
-    def client() -> None:
-        with httpx.Client(base_url=defaults.url, timeout=60) as http:
-            while not stop.is_set():
-                started = time.perf_counter()
-                answer = http.post("/predict/batch", json=batch)
-                assert answer.status_code == 422, answer.text
-                batches.append(time.perf_counter() - started)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        while len(batches) < 4:  # the load is on
-            time.sleep(0.05)
-        latencies = []
-        with httpx.Client(base_url=defaults.url, timeout=30) as http:
-            for _ in range(15):
-                started = time.perf_counter()
-                assert http.get("/health").status_code == 200
-                latencies.append(time.perf_counter() - started)
-                time.sleep(0.1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
-    p50 = statistics.median(latencies)
-    batch_p50 = statistics.median(batches)
+    p50, batch_p50 = health_under_batches(defaults.url, batch, 422, warm=4)
     # Validated on the event loop, /health waited behind whole batches: p50 0.43 to 0.46 s (a batch:
     # 0.7 s); off it, 0.05 to 0.06 s (a batch: 0.3 to 0.45 s, as fewer errors are built).
     assert p50 < 0.15 and p50 < batch_p50 / 2, f"/health p50 {p50:.3f} s under load (a batch: {batch_p50:.3f} s)"

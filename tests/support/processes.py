@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +15,44 @@ from pathlib import Path
 from typing import IO
 
 from tests.support.net import answers, free_port, wait_until
+
+
+def memory_field(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field (``VmHWM``, ``VmRSS``) in bytes; 0 once the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@contextmanager
+def peak_memory(pid: int, *, kill_above: int) -> Iterator[list[int]]:
+    """Sample a child's own high-water mark (``VmHWM``) every 50 ms inside the block; kill it past ``kill_above``.
+
+    Yields a one-item list holding the peak in bytes so far (read it after the block). ``wait4``'s
+    ``ru_maxrss`` is not used: Linux counts the parent's size at fork in it.
+    """
+    done = threading.Event()
+    high = [0]
+
+    def guard() -> None:
+        while not done.is_set():
+            high[0] = max(high[0], memory_field(pid, "VmHWM"))
+            if memory_field(pid, "VmRSS") > kill_above:
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=guard, daemon=True)
+    watcher.start()
+    try:
+        yield high
+    finally:
+        done.set()
+        watcher.join(timeout=5)
 
 
 def stop(

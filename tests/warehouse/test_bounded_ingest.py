@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from passos.errors import SourceError
 from passos.settings import Settings
+from tests.support.processes import peak_memory
 from warehouse import loader
 from warehouse.connection import connect
 from warehouse.sources import MAX_LINE, Limits, discover, read_csv, read_workbook
@@ -79,17 +78,6 @@ def good_workbook(path: Path) -> Path:
     return path
 
 
-def _status(pid: int, field: str) -> int:
-    """A ``/proc/<pid>/status`` memory field in bytes (0 once the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def run_ingest(folder: Path, home: Path, **env: str) -> tuple[dict[str, Any], int]:
     """Ingest ``folder`` in a subprocess; its JSON summary and its own peak RSS in bytes.
 
@@ -105,23 +93,9 @@ def run_ingest(folder: Path, home: Path, **env: str) -> tuple[dict[str, Any], in
             stderr=stderr,
             env={**os.environ, "PASSOS_HOME": str(home), **env},
         )
-    done = threading.Event()
-    high = [0]
-
-    def guard() -> None:
-        while not done.is_set():
-            high[0] = max(high[0], _status(child.pid, "VmHWM"))
-            if _status(child.pid, "VmRSS") > MEMORY_BOUND:
-                os.kill(child.pid, signal.SIGKILL)
-                return
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=guard, daemon=True)
-    watcher.start()
-    _, status, _ = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    done.set()
-    watcher.join(timeout=5)
+    with peak_memory(child.pid, kill_above=MEMORY_BOUND) as high:
+        _, status, _ = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
     assert high[0] < MEMORY_BOUND, f"peak RSS {high[0] / MB:.0f} MB"
     assert child.returncode == 0, err.read_text()[-2000:]
     return json.loads(out.read_text().splitlines()[-1]), high[0]  # after any progress bar of DuckDB
